@@ -1,0 +1,44 @@
+# agebench: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE ?= 1
+
+SYNTH_DIR ?= data/synth
+RESULTS ?= results
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint format bench synth clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## create .venv and install agebench with its dev tools (CPU-usable torch)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+
+test: ## run the default test suite (excludes tests marked slow)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: ## run every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+lint: ## ruff check and format check
+	$(BIN)/ruff check agebench tests scripts
+	$(BIN)/ruff format --check agebench tests scripts
+
+format: ## ruff format and autofix
+	$(BIN)/ruff format agebench tests scripts
+	$(BIN)/ruff check --fix agebench tests scripts
+
+synth: ## generate the embedded synthetic data set under $(SYNTH_DIR) if absent
+	@test -f $(SYNTH_DIR)/manifest.csv || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0
+
+bench: synth ## train the three small models on the synthetic set and write the leaderboard to $(RESULTS)/
+	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
+	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
+
+clean: ## remove generated data, runs and results (keeps .venv)
+	rm -rf data/synth runs results lightning_logs

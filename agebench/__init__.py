@@ -1,0 +1,2 @@
+"""agebench: reproducible facial age estimation benchmarks."""
+__version__ = "0.1.0"

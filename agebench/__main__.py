@@ -1,0 +1,5 @@
+import sys
+
+from agebench.cli import main
+
+sys.exit(main())
