@@ -1,0 +1,110 @@
+"""Reporting: read result cells and publish the leaderboard (md / csv / json / html + PNG plots).
+
+The leaderboard modules (results, reference, leaderboard, plots, html) read result files only and never import
+training code (torch, Lightning, agebench.models, agebench.train): results copied off a cluster can be reported
+anywhere. This package's import stays light for that reason; matplotlib loads only when plots are drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agebench.atomic import write_text
+from agebench.errors import UserError
+from agebench.report.leaderboard import Row, build_rows, to_csv, to_json, to_markdown
+from agebench.report.results import Cell, load_cells
+
+FORMATS = ("md", "csv", "json", "html", "all")
+_SUFFIX = {".md": "md", ".csv": "csv", ".json": "json", ".html": "html", ".htm": "html"}
+
+__all__ = ["FORMATS", "Built", "Cell", "Row", "build_leaderboard", "build_rows", "load_cells"]
+
+
+@dataclass
+class Built:
+    """What a leaderboard build produced: the rows, the cells they came from, files written or text to print."""
+
+    rows: list[Row]
+    cells: list[Cell]
+    written: list[Path] = field(default_factory=list)
+    text: str | None = None
+
+
+def _render(fmt: str, rows: list[Row], cells: list[Cell], base: Path) -> str:
+    if fmt == "md":
+        return to_markdown(rows, cells)
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "json":
+        return to_json(rows, cells)
+    from agebench.report.html import render_html
+    from agebench.report.plots import render_plots
+
+    return render_html(rows, cells, render_plots(rows), base)
+
+
+def resolve_target(results_dir: Path, out: str | Path | None, fmt: str | None) -> tuple[str, Path | None]:
+    """(format, path). ``out`` is a folder, which gets every format, when it is one, ends with a slash, or has no
+    suffix while no format is given; otherwise a file whose suffix picks the format unless ``fmt`` does."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if out is None:
+        if fmt == "html":
+            raise UserError("--format html needs --out (a .html file or a folder)")
+        return (fmt or "md"), (results_dir / "leaderboard" if fmt == "all" else None)
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if path.is_dir() or str(out).endswith(("/", os.sep)) or (fmt is None and not suffix):
+        return "all", path
+    if fmt is None:
+        fmt = _SUFFIX.get(suffix)
+        if fmt is None:
+            raise UserError(f"{path}: unknown output suffix {path.suffix!r}; use .md/.csv/.json/.html or a folder")
+    if fmt == "all" and suffix in _SUFFIX:
+        raise UserError(f"{path}: --format all writes a folder; give a folder, not a {path.suffix} file")
+    return fmt, path
+
+
+def build_leaderboard(
+    results_dir: str | Path,
+    out: str | Path | None = None,
+    fmt: str | None = None,
+    reference: str = "matching",
+    verify: bool = True,
+) -> Built:
+    """Load ``results_dir``, build the rows, and write ``out`` (file or folder) or return the text to print.
+
+    ``reference``: which published rows to add: ``matching`` (data sets present in the results), ``all``, ``none``.
+    """
+    results_dir = Path(results_dir)
+    fmt, target = resolve_target(results_dir, out, fmt)
+    cells = load_cells(results_dir, verify=verify)
+    rows = build_rows(cells, reference=reference)
+    built = Built(rows=rows, cells=cells)
+    if fmt != "all":
+        text = _render(fmt, rows, cells, target.parent if target is not None else Path.cwd())
+        if target is None:
+            built.text = text
+        else:
+            write_text(target, text)
+            built.written.append(target)
+        return built
+
+    from agebench.report.html import render_html
+    from agebench.report.plots import render_plots, write_plots
+
+    assert target is not None
+    pngs = render_plots(rows)
+    for name, text in (
+        ("md", to_markdown(rows, cells)),
+        ("csv", to_csv(rows)),
+        ("json", to_json(rows, cells)),
+        ("html", render_html(rows, cells, pngs, target)),
+    ):
+        path = target / f"leaderboard.{name}"
+        write_text(path, text)
+        built.written.append(path)
+    built.written += write_plots(pngs, target / "plots")
+    return built

@@ -1,0 +1,125 @@
+"""A self-contained HTML leaderboard: one file, plots inlined as base64 PNG, no scripts, no external assets.
+
+It has to open from an e-mail attachment or an air-gapped cluster, and it must not phone home. Links to per-run
+failure reports are relative to where the page is written, so the page and the results folder can move together.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from html import escape
+from pathlib import Path
+from urllib.parse import quote
+
+from agebench import __version__
+from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, Row
+from agebench.report.reference import SOURCE
+from agebench.report.results import Cell, provenance_summary
+
+PLOT_CAPTIONS = {
+    "cs_curves": "Cumulative score CS@k: share of test images whose absolute error is at most k years.",
+    "mae_by_age_group": "MAE per decade of true age; n is the number of test images in the group.",
+    "mae_vs_latency": "MAE against batch-1 latency (median after warmup) on the device named in the title; "
+    "marker area follows the parameter count. The paper's point was timed on the authors' "
+    "hardware and is a landmark, not a like-for-like comparison.",
+}
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+tr.reference td { background: #f4f7ff; font-style: italic; }
+tr.failed td, tr.invalid td { background: #fff1f0; }
+.flag { background: #ffe8a3; border-radius: 3px; padding: 0 4px; white-space: nowrap; }
+.error { color: #a00; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+dt { font-weight: bold; } code { background: #f4f4f4; padding: 0 3px; }
+"""
+
+
+def _link(target: Path, base: Path) -> str:
+    return quote(Path(os.path.relpath(target, base)).as_posix())
+
+
+def _table(rows: list[Row], base: Path) -> list[str]:
+    out = ["<table>", "<thead><tr>"]
+    out += [f"<th>{escape(h)}</th>" for _, h in DISPLAY_COLUMNS] + ["<th>reports</th>", "</tr></thead><tbody>"]
+    for row in rows:
+        text = row.display()
+        cells = []
+        for key, _ in DISPLAY_COLUMNS:
+            if key == "flags":
+                value = " ".join(
+                    f'<span class="flag" title="{escape(FLAG_HELP[f])}">{escape(f)}</span>' for f in row.flags
+                )
+            elif key == "mae" and row.status in ("failed", "invalid"):
+                value = f'<span class="error">{escape(text[key])}</span>'
+            else:
+                value = escape(text[key])
+            cells.append(f"<td>{value}</td>")
+        links = [
+            f'<a href="{_link(target, base)}">seed {c.seed}: {escape(label)}</a>'
+            for c in row.cells
+            for label, target in c.report_links()
+        ]
+        cells.append(f"<td>{'<br>'.join(links)}</td>")
+        out.append(f'<tr class="{escape(row.status)}">' + "".join(cells) + "</tr>")
+    return out + ["</tbody></table>"]
+
+
+def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base: str | Path) -> str:
+    """The page as text; ``base`` is the folder the page will live in (report links are relative to it)."""
+    base = Path(base).resolve()
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>agebench leaderboard</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>agebench leaderboard</h1>",
+        "<p>MAE in years: mean over seeds ± sample standard deviation (ddof=1, from two seeds on). CS@5: share "
+        "of test images within 5 years, mean over seeds. Mean-predictor MAE: predicting the training mean age "
+        "on the same test split (a model should beat it by far). Latency: median per image at batch 1 after "
+        "warmup; throughput: inference images/s at the benchmark batch; both timed on the device in "
+        "<em>timed on</em>.</p>",
+        f"<p>Rows in <em>italics</em> are <strong>{escape(SOURCE)}</strong>: published figures, not measured "
+        "here. The paper publishes parameters and latency for the hybrid only; other cells stay empty.</p>",
+    ]
+    parts += _table(rows, base)
+    failures = [r for r in rows if r.status in ("failed", "invalid")]
+    if failures:
+        parts.append(
+            f"<p class='error'>{len(failures)} row(s) did not produce results; their error is shown "
+            "instead of a number.</p>"
+        )
+    parts += ["<h2>Flags</h2>", "<dl>"]
+    for flag, help_text in FLAG_HELP.items():
+        parts.append(f"<dt><span class='flag'>{escape(flag)}</span></dt><dd>{escape(help_text)}</dd>")
+    parts.append("</dl>")
+    warnings = [w for r in rows for w in r.warnings]
+    if warnings:
+        parts += ["<h2>Warnings</h2>", "<ul>"] + [f"<li>{escape(w)}</li>" for w in warnings] + ["</ul>"]
+    parts.append("<h2>Plots</h2>")
+    if not pngs:
+        parts.append("<p>No successful result cell: nothing to plot.</p>")
+    for name, data in pngs.items():
+        encoded = base64.b64encode(data).decode("ascii")
+        caption = escape(PLOT_CAPTIONS.get(name, name))
+        parts.append(
+            f'<figure><img id="plot-{escape(name)}" alt="{caption}" '
+            f'src="data:image/png;base64,{encoded}"><figcaption>{caption}</figcaption></figure>'
+        )
+    parts += [
+        "<h2>Provenance</h2>",
+        "<p>Distinct values over all result cells (per-cell values are in leaderboard.json).</p>",
+        "<table>",
+    ]
+    for key, values in provenance_summary(cells).items():
+        parts.append(f"<tr><th>{escape(key)}</th><td>{' '.join(f'<code>{escape(v)}</code>' for v in values)}</td></tr>")
+    parts += [
+        "</table>",
+        f"<p>Page built by agebench {escape(__version__)} from {len(cells)} result cell(s).</p>",
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,320 @@
+"""Result cells aggregated over seeds into leaderboard rows, written as Markdown, CSV and JSON.
+
+Rows are deterministic functions of the result files (no clock, no absolute paths), so diffing two leaderboards
+shows only what changed in the results. Seeds are only averaged when they share the same flags: a leaky seed
+never lends its MAE to a clean one, and a failed cell is its own row that carries an error, never a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agebench.report.reference import SOURCE, references_for
+from agebench.report.results import Cell, provenance_summary
+
+FORMAT_VERSION = 1
+MEASURED = "measured"
+FLAG_LEAKY = "leaky"
+FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
+FLAG_UNVERIFIED = "unverified"
+FLAG_HELP = {
+    FLAG_LEAKY: "the splits share subjects or images (audit failed): the MAE is optimistic and not comparable",
+    FLAG_NOT_EXCLUSIVE: "the data set has no identities (e.g. UTKFace), so the same person may be in train and test",
+    FLAG_UNVERIFIED: "predictions.csv is missing or disagrees with metrics.json (see the warnings)",
+}
+# (row key, header) of the human tables (Markdown, terminal, HTML); display() gives their text.
+DISPLAY_COLUMNS = [
+    ("dataset", "data set"),
+    ("model", "model"),
+    ("source", "source"),
+    ("seeds", "seeds"),
+    ("mae", "MAE (years)"),
+    ("cs5", "CS@5"),
+    ("baseline", "mean-predictor MAE"),
+    ("params", "params (M)"),
+    ("latency", "latency (ms, batch 1)"),
+    ("throughput", "throughput (img/s)"),
+    ("timed_on", "timed on"),
+    ("flags", "flags"),
+]
+
+
+@dataclass
+class Row:
+    """One leaderboard line: seeds of a (data set, model) pooled, a failure, or a published reference."""
+
+    dataset: str
+    model: str
+    source: str = MEASURED
+    status: str = "ok"  # "ok" | "failed" | "invalid" | "reference"
+    cells: tuple[Cell, ...] = ()
+    mae_mean: float | None = None
+    mae_std: float | None = None  # sample std (ddof=1); None with one seed
+    cs5_mean: float | None = None
+    rmse_mean: float | None = None
+    baseline_mae: float | None = None
+    n_test: int | None = None
+    params_m: float | None = None
+    latency_ms: float | None = None
+    throughput: float | None = None
+    train_throughput: float | None = None
+    timed_on: str | None = None
+    flags: tuple[str, ...] = ()
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [c.seed for c in self.cells]
+
+    def sort_key(self) -> tuple:
+        rank = 1 if self.status in ("failed", "invalid") else 0
+        return (
+            self.dataset,
+            rank,
+            math.inf if self.mae_mean is None else self.mae_mean,
+            self.model,
+            self.source != MEASURED,
+            self.seeds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable row (CSV and JSON): plain values, rounded so reruns print identically."""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "source": self.source,
+            "status": self.status,
+            "seeds": self.seeds,
+            "n_seeds": len(self.cells),
+            "mae_mean": _round(self.mae_mean),
+            "mae_std": _round(self.mae_std),
+            "cs5_mean": _round(self.cs5_mean),
+            "rmse_mean": _round(self.rmse_mean),
+            "baseline_mae": _round(self.baseline_mae),
+            "n_test": self.n_test,
+            "params_m": _round(self.params_m),
+            "latency_ms": _round(self.latency_ms),
+            "throughput": _round(self.throughput),
+            "train_throughput": _round(self.train_throughput),
+            "timed_on": self.timed_on,
+            "flags": list(self.flags),
+            "error": self.error,
+            "cells": [c.rel for c in self.cells],
+            "warnings": list(self.warnings),
+        }
+
+    def display(self) -> dict[str, str]:
+        """Human text per DISPLAY_COLUMNS; a failed row shows its error where the MAE would be, and no number."""
+        if self.status in ("failed", "invalid"):
+            seeds = ("seed " if len(self.seeds) == 1 else "seeds ") + ", ".join(str(s) for s in self.seeds)
+            return {
+                "dataset": self.dataset,
+                "model": self.model,
+                "source": self.source,
+                "seeds": seeds,
+                "mae": f"{self.status}: {self.error}",
+                "cs5": "",
+                "baseline": "",
+                "params": "",
+                "latency": "",
+                "throughput": "",
+                "timed_on": "",
+                "flags": ", ".join(self.flags),
+            }
+        if self.mae_mean is None:
+            mae = ""
+        elif self.mae_std is None:
+            mae = f"{self.mae_mean:.2f}"
+        else:
+            mae = f"{self.mae_mean:.2f} ± {self.mae_std:.2f}"
+        seeds = f"n={len(self.cells)}" if self.cells else ""
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "source": self.source,
+            "seeds": seeds,
+            "mae": mae,
+            "cs5": _fmt(self.cs5_mean, "{:.1%}"),
+            "baseline": _fmt(self.baseline_mae, "{:.2f}"),
+            "params": _fmt(self.params_m, "{:.2f}"),
+            "latency": _fmt(self.latency_ms, "{:.2f}"),
+            "throughput": _fmt(self.throughput, "{:.0f}"),
+            "timed_on": self.timed_on or "",
+            "flags": ", ".join(self.flags),
+        }
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else spec.format(value)
+
+
+def _mean(cells: Iterable[Cell], key: str) -> float | None:
+    values = [v for v in (c.number(key) for c in cells) if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def cell_flags(cell: Cell) -> tuple[str, ...]:
+    flags = []
+    if cell.leaky:
+        flags.append(FLAG_LEAKY)
+    if not cell.subject_exclusive:
+        flags.append(FLAG_NOT_EXCLUSIVE)
+    if cell.warnings:
+        flags.append(FLAG_UNVERIFIED)
+    return tuple(flags)
+
+
+def pooled_row(cells: list[Cell]) -> Row:
+    """Seeds of one (data set, model, flags) group: means over seeds, MAE std with ddof=1 from two seeds on."""
+    first = cells[0]
+    maes = [c.number("mae") for c in cells]
+    params = _mean(cells, "params")
+    n_tests = sorted({c.metrics.get("n_test") for c in cells if isinstance(c.metrics.get("n_test"), int)})
+    timed_on = sorted({c.timed_on for c in cells if c.timed_on})
+    return Row(
+        dataset=first.dataset,
+        model=first.model,
+        cells=tuple(cells),
+        mae_mean=statistics.fmean(maes),
+        mae_std=statistics.stdev(maes) if len(maes) >= 2 else None,
+        cs5_mean=_mean(cells, "cs5"),
+        rmse_mean=_mean(cells, "rmse"),
+        baseline_mae=_mean(cells, "baseline_mae"),
+        n_test=n_tests[0] if len(n_tests) == 1 else None,
+        params_m=None if params is None else params / 1e6,
+        latency_ms=_mean(cells, "latency_ms"),
+        throughput=_mean(cells, "throughput"),
+        train_throughput=_mean(cells, "train_throughput"),
+        timed_on="; ".join(timed_on) or None,
+        flags=cell_flags(first),
+        warnings=[f"{c.rel}: {w}" for c in cells for w in c.warnings],
+    )
+
+
+def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
+    """Leaderboard rows sorted by data set, then MAE (failures last); ``reference``: matching | all | none."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = (cell.dataset, cell.model, cell.status, cell_flags(cell) if cell.ok else cell.error)
+        groups.setdefault(key, []).append(cell)
+    rows = []
+    for (dataset, model, status, _), members in groups.items():
+        if status == "ok":
+            rows.append(pooled_row(members))
+        else:
+            rows.append(
+                Row(
+                    dataset=dataset,
+                    model=model,
+                    status=status,
+                    cells=tuple(members),
+                    error=members[0].error,
+                    flags=cell_flags(members[0]),
+                )
+            )
+    if reference != "none":
+        datasets = sorted({c.dataset for c in cells}) if reference == "matching" else None
+        for ref in references_for(datasets):
+            rows.append(
+                Row(
+                    dataset=ref.dataset,
+                    model=ref.model,
+                    source=SOURCE,
+                    status="reference",
+                    mae_mean=ref.mae,
+                    params_m=ref.params_m,
+                    latency_ms=ref.latency_ms,
+                    timed_on="authors' hardware" if ref.latency_ms is not None else None,
+                )
+            )
+    return sorted(rows, key=Row.sort_key)
+
+
+def cell_record(cell: Cell) -> dict[str, Any]:
+    """A cell for the JSON file: its metrics as written, minus the run timestamp (it would make every diff noisy)."""
+    metrics = {k: v for k, v in cell.metrics.items() if k not in ("dataset", "model", "seed", "status", "error")}
+    if isinstance(metrics.get("provenance"), dict):
+        metrics["provenance"] = {k: v for k, v in metrics["provenance"].items() if k != "timestamp"}
+    return {
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "seed": cell.seed,
+        "path": cell.rel,
+        "status": cell.status,
+        "error": cell.error,
+        "warnings": list(cell.warnings),
+        "metrics": metrics,
+    }
+
+
+def to_json(rows: list[Row], cells: list[Cell]) -> str:
+    doc = {
+        "format": "agebench-leaderboard",
+        "format_version": FORMAT_VERSION,
+        "reference": SOURCE,
+        "rows": [r.to_dict() for r in rows],
+        "cells": [cell_record(c) for c in cells],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+# CSV: the row dict without the lists only JSON can hold well (cell paths, warnings).
+CSV_COLUMNS = [k for k in Row("", "").to_dict() if k not in ("cells", "warnings")]
+
+
+def to_csv(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        d = row.to_dict()
+        d["seeds"] = ";".join(str(s) for s in d["seeds"])
+        d["flags"] = ";".join(d["flags"])
+        writer.writerow({k: "" if d[k] is None else d[k] for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def to_markdown(rows: list[Row], cells: list[Cell]) -> str:
+    """The table, then what the flags and timings mean, warnings, and a provenance footer (no clock time)."""
+    lines = ["# agebench leaderboard", ""]
+    lines.append("| " + " | ".join(h for _, h in DISPLAY_COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in DISPLAY_COLUMNS) + "|")
+    for row in rows:
+        text = row.display()
+        lines.append("| " + " | ".join(_md_cell(text[k]) for k, _ in DISPLAY_COLUMNS) + " |")
+    lines += [
+        "",
+        "MAE is the mean over seeds ± the sample standard deviation (ddof=1, from two seeds on); "
+        "CS@5 is the share of test images within 5 years, averaged over seeds. Latency is the median at "
+        "batch 1 after warmup; throughput is inference images/s at the benchmark batch; both on the device "
+        "named under *timed on*.",
+        f"Rows marked *{SOURCE}* are the published figures, not measured here; the paper gives parameters "
+        "and latency for the hybrid only, timed on the authors' hardware.",
+        "",
+    ]
+    used = sorted({f for r in rows for f in r.flags})
+    if used:
+        lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]
+    warnings = [w for r in rows for w in r.warnings]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {_md_cell(w)}" for w in warnings] + [""]
+    prov = provenance_summary(cells)
+    if prov:
+        lines += ["## Provenance", ""] + [f"- {k}: {', '.join(v)}" for k, v in prov.items()] + [""]
+    return "\n".join(lines)

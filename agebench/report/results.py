@@ -1,0 +1,222 @@
+"""Result cells read back from disk: ``RESULTS/<dataset>/<model>/seed<k>/metrics.json`` (+ ``predictions.csv``).
+
+This module reads files only (json, csv): the leaderboard must work on a laptop that has the results but not
+torch, and it must never reach back into training code. A cell that cannot be read is kept as an ``invalid``
+cell with a one-line reason, so a broken run shows up in the table instead of silently disappearing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agebench.errors import UserError
+
+SCHEMA_VERSION = 1
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+# |MAE(metrics.json) - MAE(predictions.csv)| above this means the two files do not describe the same run.
+# predictions.csv keeps 6 decimals, so honest files agree far closer than this.
+MAE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (data set, model, seed) run as found on disk; ``metrics`` is metrics.json as written."""
+
+    dataset: str
+    model: str
+    seed: int
+    path: Path
+    rel: str  # folder relative to the results root, posix: stable across machines, used as the cell's id
+    status: str  # "ok" | "failed" (the run says so) | "invalid" (files missing or unreadable)
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def family(self) -> str:
+        """``convnext-atto`` -> ``convnext``: model names are opaque apart from this prefix."""
+        return self.model.split("-", 1)[0]
+
+    def number(self, key: str) -> float | None:
+        """A finite metric, or None: failed cells and absent keys never yield a number."""
+        if not self.ok:
+            return None
+        return as_number(self.metrics.get(key))
+
+    @property
+    def leaky(self) -> bool:
+        return bool(self.metrics.get("leaky_splits", False))
+
+    @property
+    def subject_exclusive(self) -> bool:
+        return bool(self.metrics.get("subject_exclusive", True))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        prov = self.metrics.get("provenance")
+        return prov if isinstance(prov, dict) else {}
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        prof = self.metrics.get("profile")
+        return prof if isinstance(prof, dict) else {}
+
+    @property
+    def device(self) -> str | None:
+        """Device and precision the timings ran at, e.g. ``cpu (x86_64, 2 threads), 32-true``."""
+        if not self.ok:
+            return None
+        prov, prof = self.provenance, self.profile
+        parts = [str(prov.get("device") or prof.get("device") or "").strip()]
+        precision = prof.get("precision") or prov.get("precision")
+        if precision:
+            parts.append(str(precision))
+        text = ", ".join(p for p in parts if p)
+        return text or None
+
+    @property
+    def timed_on(self) -> str | None:
+        """Where the timings come from: device, precision and the throughput batch, in one phrase."""
+        device = self.device
+        batch = self.profile.get("batch_size") if self.ok else None
+        if batch:
+            return f"{device or 'device not recorded'}, batch {batch}"
+        return device
+
+    def report_links(self) -> list[tuple[str, Path]]:
+        """Artifacts made by later tools (``agebench explain``) that a reader may want to open."""
+        links = []
+        if (self.path / "failure_report.md").is_file():
+            links.append(("failure report", self.path / "failure_report.md"))
+        if (self.path / "explain").is_dir():
+            links.append(("explain", self.path / "explain"))
+        return links
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def read_predictions(path: str | Path) -> tuple[list[float], list[float]]:
+    """Ages and predictions of a predictions.csv (columns path, age, pred); torch-free twin of evaluate's."""
+    ages, preds = [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "age", "pred"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                ages.append(float(row["age"]))
+                preds.append(float(row["pred"]))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}:{line}: not a number ({err})") from None
+    return ages, preds
+
+
+def check_predictions(metrics: dict[str, Any], predictions: Path) -> list[str]:
+    """Warnings where predictions.csv and metrics.json disagree: the numbers must be recomputable from the file."""
+    if not predictions.is_file():
+        return ["predictions.csv missing: the MAE cannot be recomputed"]
+    try:
+        ages, preds = read_predictions(predictions)
+    except (OSError, ValueError) as err:
+        return [f"predictions.csv unreadable: {err}"]
+    out = []
+    n_test = metrics.get("n_test")
+    if isinstance(n_test, int) and n_test != len(ages):
+        out.append(f"predictions.csv has {len(ages)} rows but n_test is {n_test}")
+    mae = as_number(metrics.get("mae"))
+    if ages and mae is not None:
+        recomputed = sum(abs(p - a) for a, p in zip(ages, preds, strict=True)) / len(ages)
+        if abs(recomputed - mae) > MAE_TOLERANCE:
+            out.append(f"MAE from predictions.csv is {recomputed:.4f} but metrics.json says {mae:.4f}")
+    return out
+
+
+def load_cell(path: Path, root: Path, verify: bool = True) -> Cell:
+    """One cell folder; problems become an ``invalid`` cell (shown in the table), never an exception."""
+    dataset, model, seed_dir = path.parts[-3:]
+    seed = int(_SEED_DIR.match(seed_dir).group(1))  # type: ignore[union-attr]  # callers pass matching folders
+    base = {"dataset": dataset, "model": model, "seed": seed, "path": path, "rel": path.relative_to(root).as_posix()}
+    metrics_path = path / "metrics.json"
+    if not metrics_path.is_file():
+        return Cell(**base, status="invalid", error="no metrics.json (run crashed or still running)")
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return Cell(**base, status="invalid", error=f"metrics.json unreadable: {err}")
+    if not isinstance(metrics, dict):
+        return Cell(**base, status="invalid", error="metrics.json is not a JSON object")
+    version = metrics.get("schema_version")
+    if version != SCHEMA_VERSION:
+        return Cell(**base, status="invalid", error=f"metrics.json schema_version {version!r}, expected 1")
+    status = metrics.get("status")
+    if status == "failed":
+        error = " ".join(str(metrics.get("error") or "no error message").split())
+        return Cell(**base, status="failed", error=error, metrics=metrics)
+    if status != "ok":
+        return Cell(**base, status="invalid", error=f"metrics.json status {status!r}, expected 'ok' or 'failed'")
+    if as_number(metrics.get("mae")) is None:
+        return Cell(**base, status="invalid", error="metrics.json has status ok but no numeric mae", metrics=metrics)
+    warnings = []
+    for key, expected in (("dataset", dataset), ("model", model), ("seed", seed)):
+        if key in metrics and metrics[key] != expected:
+            warnings.append(f"metrics.json says {key} {metrics[key]!r} but the folder says {expected!r}")
+    if verify:
+        warnings.extend(check_predictions(metrics, path / "predictions.csv"))
+    return Cell(**base, status="ok", metrics=metrics, warnings=tuple(warnings))
+
+
+def find_cell_dirs(root: Path) -> list[Path]:
+    """Folders ``<dataset>/<model>/seed<k>`` under ``root``, in a stable order (data set, model, seed number)."""
+    found = [p for p in root.glob("*/*/seed*") if p.is_dir() and _SEED_DIR.match(p.name)]
+    return sorted(found, key=lambda p: (p.parts[-3], p.parts[-2], int(p.name[4:])))
+
+
+def load_cells(results_dir: str | Path, verify: bool = True) -> list[Cell]:
+    """Every cell under ``results_dir``; a missing folder or one without any cell is the user's error (exit 2)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such results folder")
+    dirs = find_cell_dirs(root)
+    if not dirs:
+        raise UserError(f"{root}: no result cells found (expected <dataset>/<model>/seed<k>/metrics.json)")
+    return [load_cell(d, root, verify=verify) for d in dirs]
+
+
+def provenance_summary(cells: list[Cell]) -> dict[str, list[str]]:
+    """Distinct versions, commits and devices over all cells: what a reader needs to judge comparability."""
+    keys = [
+        "agebench_version",
+        "agebench_commit",
+        "torch",
+        "pytorch_lightning",
+        "timm",
+        "python",
+        "device",
+        "precision",
+        "manifest_sha256",
+    ]
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        values = sorted({str(c.provenance[key]) for c in cells if c.provenance.get(key) not in (None, "")})
+        if values:
+            out[key] = values
+    stamps = sorted(str(c.provenance["timestamp"]) for c in cells if c.provenance.get("timestamp"))
+    if stamps:
+        out["runs between"] = [stamps[0], stamps[-1]] if stamps[0] != stamps[-1] else [stamps[0]]
+    return out
