@@ -14,7 +14,7 @@ HEADER = "path,age,subject_id,split\n"
 
 def _write(root: Path, body: str, header: str = HEADER, images: tuple[str, ...] = ("a.jpg", "b.jpg", "c.jpg")) -> Path:
     for name in images:
-        (root / name).write_bytes(b"x")
+        (root / name).write_bytes(name.encode())
     manifest = root / "m.csv"
     manifest.write_text(header + body)
     return manifest
@@ -52,8 +52,19 @@ def test_valid_manifest_prints_summary_and_exits_0(tmp_path, capsys):
         (HEADER, "a.jpg,20,s1,train\nb.jpg,30,s2,val\n", "split 'test' is empty"),
         (HEADER, "a.jpg,20,s1,train\nb.jpg,30,s2,valid\nc.jpg,40,s3,test\n", "m.csv:3: split 'valid' is not one of"),
     ],
-    ids=["missing-column", "non-numeric", "negative", "over-120", "nan", "duplicate", "absolute", "escapes",
-         "missing-image", "empty-split", "bad-split"],
+    ids=[
+        "missing-column",
+        "non-numeric",
+        "negative",
+        "over-120",
+        "nan",
+        "duplicate",
+        "absolute",
+        "escapes",
+        "missing-image",
+        "empty-split",
+        "bad-split",
+    ],
 )
 def test_malformed_manifest_is_one_line_exit_2(tmp_path, capsys, header, body, expected):
     code, out, err = _audit(_write(tmp_path, body, header), capsys)
@@ -74,7 +85,7 @@ def test_root_option_resolves_paths_elsewhere(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg"):
-        (data / name).write_bytes(b"x")
+        (data / name).write_bytes(name.encode())
     manifest = tmp_path / "m.csv"
     manifest.write_text(HEADER + GOOD)
     assert _audit(manifest, capsys)[0] == 2

@@ -1,14 +1,36 @@
-"""`agebench audit`: validate a manifest and summarise it, so a leak is seen before anyone trains on it."""
+"""`agebench audit`: validate a manifest and summarise it, so a leak is seen before anyone trains on it.
+
+Two kinds of leak make a manifest leaky (exit 1): a subject in more than one split, and the same image bytes
+(sha256) under paths in different splits; re-uploaded or copied pictures are common in scraped data sets.
+Only files that share their size with another file are hashed, so auditing a large set stays cheap.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agebench.data.manifest import Manifest, load_manifest, split_summary
+from agebench.data.manifest import SPLITS, Manifest, load_manifest, split_summary
 
 EXIT_OK, EXIT_LEAKY = 0, 1
+DECADES = tuple(f"{d}-{d + 9}" for d in range(0, 100, 10)) + ("100+",)
+
+
+@dataclass
+class DuplicateGroup:
+    """Paths holding identical bytes; a leak when they sit in more than one split."""
+
+    sha256: str
+    paths: list[str]
+    splits: list[str]
+
+    @property
+    def cross_split(self) -> bool:
+        return len(self.splits) > 1
 
 
 @dataclass
@@ -16,20 +38,113 @@ class AuditReport:
     manifest: Manifest
     summary: list[dict[str, object]]
     leaking_subjects: dict[str, list[str]]
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
+    histograms: dict[str, dict[str, int]] = field(default_factory=dict)
+    duplicates_checked: bool = False
+
+    @property
+    def leaking_duplicates(self) -> list[DuplicateGroup]:
+        return [d for d in self.duplicates if d.cross_split]
 
     @property
     def leaky(self) -> bool:
-        return bool(self.leaking_subjects)
+        return bool(self.leaking_subjects) or bool(self.leaking_duplicates)
 
     @property
     def exit_code(self) -> int:
         return EXIT_LEAKY if self.leaky else EXIT_OK
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able facts (prepare's report embeds them)."""
+        return {
+            "leaky": self.leaky,
+            "subject_leaks": len(self.leaking_subjects),
+            "leaking_subjects": self.leaking_subjects,
+            "duplicates_checked": self.duplicates_checked,
+            "duplicate_image_leaks": len(self.leaking_duplicates),
+            "duplicate_groups": [{"sha256": d.sha256, "paths": d.paths, "splits": d.splits} for d in self.duplicates],
+            "age_histograms": self.histograms,
+        }
 
-def audit(file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> AuditReport:
+
+def decade(age: float) -> str:
+    return DECADES[min(int(age // 10), len(DECADES) - 1)]
+
+
+def age_histograms(manifest: Manifest) -> dict[str, dict[str, int]]:
+    """Images per age decade per split (splits in train/val/test order, every decade present)."""
+    out: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        recs = manifest.split(split)
+        if recs:
+            counts = dict.fromkeys(DECADES, 0)
+            for r in recs:
+                counts[decade(r.age)] += 1
+            out[split] = counts
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def duplicate_paths(root: Path, paths: list[str], workers: int = 8) -> list[tuple[str, list[str]]]:
+    """(sha256, sorted paths) for every set of files under root with identical bytes, sorted by first path."""
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for p in paths:
+        by_size[os.path.getsize(root / p)].append(p)
+    candidates = [p for group in by_size.values() if len(group) > 1 for p in group]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        hashes = list(pool.map(lambda p: _sha256(root / p), candidates))
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for p, h in zip(candidates, hashes, strict=True):
+        by_hash[h].append(p)
+    return sorted(((h, sorted(ps)) for h, ps in by_hash.items() if len(ps) > 1), key=lambda g: g[1][0])
+
+
+def find_duplicates(manifest: Manifest, workers: int = 8) -> list[DuplicateGroup]:
+    """Groups of manifest images with identical bytes, with the splits they sit in."""
+    return _groups(manifest, duplicate_paths(manifest.root, [r.path for r in manifest.records], workers))
+
+
+def _groups(manifest: Manifest, found: list[tuple[str, list[str]]]) -> list[DuplicateGroup]:
+    split_of = {r.path: r.split for r in manifest.records}
+    groups = []
+    for h, paths in found:
+        paths = [p for p in paths if p in split_of]
+        if len(paths) > 1:
+            groups.append(DuplicateGroup(h, paths, sorted({split_of[p] for p in paths}, key=SPLITS.index)))
+    return groups
+
+
+def build_report(manifest: Manifest, duplicates: list[tuple[str, list[str]]] | None) -> AuditReport:
+    """The report of a loaded manifest; ``duplicates`` from duplicate_paths, or None when not checked."""
+    return AuditReport(
+        manifest,
+        split_summary(manifest),
+        manifest.leaks(),
+        duplicates=_groups(manifest, duplicates or []),
+        histograms=age_histograms(manifest),
+        duplicates_checked=duplicates is not None,
+    )
+
+
+def audit(
+    file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, *, check_duplicates: bool = True
+) -> AuditReport:
     """Validate (raises ManifestError when malformed) and collect the facts a user should see."""
     manifest = load_manifest(file, root)
-    return AuditReport(manifest, split_summary(manifest), manifest.leaks())
+    paths = [r.path for r in manifest.records]
+    return build_report(manifest, duplicate_paths(manifest.root, paths) if check_duplicates else None)
+
+
+def _shown(items: list[str], limit: int = 50) -> str:
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def print_report(report: AuditReport) -> None:
@@ -51,12 +166,32 @@ def print_report(report: AuditReport) -> None:
             f"{row['age_mean']:.1f}",
         )
     console.print(table)
+    if report.histograms:
+        used = [d for d in DECADES if any(h[d] for h in report.histograms.values())]
+        hist = Table(title="images per age decade")
+        hist.add_column("split")
+        for d in used:
+            hist.add_column(d, justify="right")
+        for split, counts in report.histograms.items():
+            hist.add_row(split, *(str(counts[d]) for d in used))
+        console.print(hist)
     if not m.has_identities:
         console.print("no subject identities: splits cannot be checked for identity leaks (not subject-exclusive)")
-    if report.leaky:
+    if report.leaking_subjects:
         n = len(report.leaking_subjects)
-        shown = ", ".join(f"{s} ({'/'.join(sp)})" for s, sp in list(report.leaking_subjects.items())[:20])
-        more = f" and {n - 20} more" if n > 20 else ""
-        console.print(f"[bold red]LEAK[/]: {n} subject(s) appear in more than one split: {shown}{more}")
-    else:
+        shown = _shown([f"{s} ({'/'.join(sp)})" for s, sp in report.leaking_subjects.items()])
+        console.print(f"[bold red]LEAK[/]: {n} subject(s) appear in more than one split: {shown}")
+    leaking = report.leaking_duplicates
+    if leaking:
+        console.print(f"[bold red]LEAK[/]: {len(leaking)} image(s) appear with identical bytes in more than one split:")
+        for d in leaking[:50]:
+            console.print(f"  {' = '.join(d.paths)}  ({'/'.join(d.splits)})", highlight=False)
+        if len(leaking) > 50:
+            console.print(f"  ... and {len(leaking) - 50} more")
+    same_split = len(report.duplicates) - len(leaking)
+    if same_split:
+        console.print(f"note: {same_split} group(s) of identical images within one split (not a leak)")
+    if not report.duplicates_checked:
+        console.print("duplicate images: not checked")
+    if not report.leaky:
         console.print("[green]valid[/]: splits are subject-exclusive" if m.has_identities else "[green]valid[/]")

@@ -1,0 +1,293 @@
+"""`agebench prepare`: a raw download -> OUT/manifest.csv (+ crops sidecar, crop cache) and a report.
+
+Manifest paths are relative to the raw root (RAW), never copied: pass ``--root RAW`` to audit and training
+(the report records RAW). The manifest holds labels and splits only, so its sha256 is a function of the raw
+tree, the protocol and the seed; face crops go to ``manifest.crops.csv`` and, with ``--cache-size``, into
+``manifest.cache.npy`` (which training reads instead of the JPEGs, so RAW is then needed for audits only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from agebench.data import faces
+from agebench.data.audit import AuditReport, build_report, duplicate_paths
+from agebench.data.manifest import load_manifest, write_manifest
+from agebench.data.protocols import Assigned, ProtocolResult, apply_protocol
+from agebench.data.sources import SourceScan, scan
+from agebench.errors import UserError
+
+MANIFEST = "manifest.csv"
+
+
+@dataclass
+class PrepareResult:
+    manifest: Path
+    report: dict[str, object]
+    audit: AuditReport
+
+    @property
+    def leaky(self) -> bool:
+        return bool(self.report["leaky"])
+
+
+def _detect_chunk(task: tuple[list[str], str, float]) -> list[tuple[faces.Quad, bool]]:
+    paths, text, margin = task
+    spec, out = faces.DetectorSpec.parse(text), []
+    for p in paths:
+        try:
+            out.append(faces.detect_quad(p, spec, margin))
+        except OSError as err:
+            raise UserError(f"{p}: cannot read image ({err})") from None
+    return out
+
+
+def _detect_all(paths: list[str], spec: faces.DetectorSpec, margin: float, workers: int, progress: bool) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from agebench.data.cache import _init_worker
+
+    if not paths:
+        return []
+    tasks = [(paths[s : s + 32], str(spec), margin) for s in range(0, len(paths), 32)]
+    results: list[tuple[faces.Quad, bool]] = []
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task(f"faces ({spec})", total=len(paths))
+        if workers <= 1:
+            chunks = map(_detect_chunk, tasks)
+            for chunk in chunks:
+                results += chunk
+                bar.advance(job, len(chunk))
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+                for chunk in pool.imap(_detect_chunk, tasks):  # ordered: results line up with paths
+                    results += chunk
+                    bar.advance(job, len(chunk))
+    return results
+
+
+def _status(show: bool, text: str):
+    """A spinner while a step without a natural progress count runs."""
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    return Console(stderr=True).status(text) if show else nullcontext()
+
+
+def _crops(
+    rows: list[Assigned],
+    root: Path,
+    detector: faces.DetectorSpec,
+    margin: float | None,
+    workers: int,
+    progress: bool,
+) -> list[tuple[str, str, faces.Quad | None]]:
+    """(path, face, quad) per row: the protocol's box, else the detector's, else none (whole image)."""
+    out: list[tuple[str, str, faces.Quad | None]] = []
+    to_detect = [i for i, a in enumerate(rows) if a.crop is None] if detector.kind != "none" else []
+    det_margin = faces.DETECTOR_MARGIN if margin is None else margin
+    found = _detect_all([str(root / rows[i].record.path) for i in to_detect], detector, det_margin, workers, progress)
+    detected = dict(zip(to_detect, found, strict=True))
+    box_margin = faces.BBOX_MARGIN if margin is None else margin
+    for i, a in enumerate(rows):
+        path = a.record.path
+        if a.crop is not None:
+            out.append((path, "bbox", faces.expand_quad(a.crop, box_margin)))
+        elif i in detected:
+            quad, ok = detected[i]
+            out.append((path, detector.kind if ok else "no_face", quad))
+        else:
+            out.append((path, "given", None))
+    return out
+
+
+def _manifest_rows(rows: list[Assigned]) -> list[dict[str, object]]:
+    out = []
+    for a in rows:
+        r = a.record
+        out.append({"path": r.path, "age": a.age, "subject_id": r.subject_id, "split": a.split, **r.extra, **a.extra})
+    return out
+
+
+def _clear_stale(manifest_file: Path, keep_crops: bool) -> list[str]:
+    """Remove sidecars of a previous prepare into the same folder that no longer match."""
+    from agebench.data.cache import CacheError, cache_files, open_cache
+
+    removed = []
+    if not keep_crops and faces.crops_file(manifest_file).is_file():
+        faces.crops_file(manifest_file).unlink()
+        removed.append(faces.crops_file(manifest_file).name)
+    try:
+        open_cache(manifest_file)
+    except CacheError:
+        for f in cache_files(manifest_file):
+            f.unlink(missing_ok=True)
+            removed.append(f.name)
+    return removed
+
+
+def prepare(
+    dataset: str,
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    protocol: str = "subject-exclusive",
+    seed: int = 0,
+    fold: int = 0,
+    cache_size: int | None = None,
+    face_detector: str | None = None,
+    margin: float | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareResult:
+    """Import, split, crop, audit, cache and report; returns the manifest path and the report dict."""
+    import cv2
+
+    from agebench import __version__
+    from agebench.data.cache import build_cache
+
+    if margin is not None and not 0 <= margin <= 2:
+        raise UserError(f"--margin {margin}: expected 0..2 (fraction of the face box added on each side)")
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    root, out = Path(root), Path(out)
+    found: SourceScan = scan(dataset, root)
+    detector = faces.DetectorSpec.parse(face_detector or found.default_detector)
+    if detector.kind == "haar":
+        faces.haar_cascade_file()  # fail early, before any work, if this OpenCV lacks the cascades
+    with _status(progress, f"looking for identical images among {len(found.records)} files"):
+        dups = duplicate_paths(root, [r.path for r in found.records], workers)
+    result: ProtocolResult = apply_protocol(protocol, found, seed=seed, fold=fold, linked=[p for _, p in dups])
+    crops = _crops(result.rows, root, detector, margin, workers, progress)
+    manifest_file = write_manifest(_manifest_rows(result.rows), out / MANIFEST)
+    has_crops = any(q is not None for _, _, q in crops)
+    if has_crops:
+        faces.write_crops(crops, faces.crops_file(manifest_file))
+    removed = _clear_stale(manifest_file, keep_crops=has_crops)
+    manifest = load_manifest(manifest_file, root, required_splits=())
+    audit = build_report(manifest, dups)
+    cache = build_cache(manifest, size=cache_size, workers=workers, progress=progress) if cache_size else None
+    face_counts = Counter(f for _, f, _ in crops)
+    imported = result.name in ("cvpr24", "coral")
+    report: dict[str, object] = {
+        "agebench_version": __version__,
+        "dataset": dataset,
+        "data_root": str(root.resolve()),
+        "paths_relative_to": "data_root (pass --root DATA_ROOT to audit and training)",
+        "manifest": MANIFEST,
+        "manifest_sha256": manifest.sha256(),
+        "protocol": protocol,
+        "protocol_name": result.name,
+        "seed": None if imported else seed,
+        "fold": fold if result.name != "coral" else None,
+        "protocol_info": result.info,
+        "grouped_by": result.grouped_by,
+        "subject_exclusive": found.has_identities and not audit.leaking_subjects and not result.conflicts,
+        "identity_note": found.identity_note,
+        "leaky": audit.leaky or bool(result.conflicts),
+        "protocol_conflicts": result.conflicts,
+        "counts": {
+            "images_found": len(found.records),
+            "images_in_manifest": len(manifest.records),
+            "subjects_in_manifest": len({r.subject_id for r in manifest.records if r.subject_id}) or None,
+            "malformed_names": len(found.malformed),
+            "skipped_files": len(found.skipped),
+            "no_face": face_counts.get("no_face", 0),
+        },
+        "splits": audit.summary,
+        "malformed_names": found.malformed,
+        "skipped_files": found.skipped,
+        "faces": {
+            "detector": str(detector),
+            "opencv": cv2.__version__,
+            "margin": margin,
+            "crops_file": faces.crops_file(manifest_file).name if has_crops else None,
+            "counts": dict(sorted(face_counts.items())),
+            "no_face": [p for p, f, _ in crops if f == "no_face"],
+            "no_face_policy": "kept with the image's centre square as crop, flagged no_face in the crops file",
+        },
+        "cache": None if cache is None else {"file": cache.file.name, "size": cache.size, "count": len(cache)},
+        "removed_stale_files": removed,
+        "audit": audit.to_dict(),
+    }
+    write_reports(report, out)
+    return PrepareResult(manifest_file, report, audit)
+
+
+def _listing(items: list[str], limit: int = 200) -> list[str]:
+    lines = [f"- `{i}`" for i in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"- ... and {len(items) - limit} more (all in report.json)")
+    return lines
+
+
+def render_markdown(report: dict) -> str:
+    """report.md: what a person checks before trusting the manifest."""
+    c, f = report["counts"], report["faces"]
+    leak = report["audit"]
+    lines = [
+        f"# prepare report: {report['dataset']}",
+        "",
+        f"- data root: `{report['data_root']}` (manifest paths are relative to it; pass `--root` to audit/training)",
+        f"- manifest: `{report['manifest']}`  sha256 `{report['manifest_sha256']}`",
+        f"- protocol: `{report['protocol']}`  seed {report['seed']}  fold {report['fold']}",
+        f"- splits keep together: {report['grouped_by']}",
+        f"- subject_exclusive: **{str(report['subject_exclusive']).lower()}**"
+        + ("" if report["subject_exclusive"] else " (these splits are not subject-exclusive)")
+        + f"; {report['identity_note']}",
+        f"- leaky: **{str(report['leaky']).lower()}** ({leak['subject_leaks']} subject leak(s), "
+        f"{leak['duplicate_image_leaks']} duplicate-image leak(s), {len(report['protocol_conflicts'])} image(s) "
+        "listed in several splits by the protocol)",
+        f"- images found {c['images_found']}, in manifest {c['images_in_manifest']}, "
+        f"subjects {c['subjects_in_manifest'] or '-'}",
+        f"- faces: detector `{f['detector']}` (OpenCV {f['opencv']}), {f['counts']}; no face found: {c['no_face']}",
+        f"- cache: {report['cache'] or 'none'}",
+        "",
+        "| split | images | subjects | age range | mean age |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in report["splits"]:
+        lines.append(
+            f"| {s['split']} | {s['images']} | {s['subjects'] or '-'} | {s['age_min']:g}-{s['age_max']:g} "
+            f"| {s['age_mean']:.1f} |"
+        )
+    hist = leak["age_histograms"]
+    if hist:
+        decades = [d for d in next(iter(hist.values())) if any(h[d] for h in hist.values())]
+        lines += ["", "| split | " + " | ".join(decades) + " |", "|---|" + "---:|" * len(decades)]
+        lines += [f"| {s} | " + " | ".join(str(h[d]) for d in decades) + " |" for s, h in hist.items()]
+    sections = [
+        ("Malformed names (kept)", [f"{m['path']}: {m['reason']}" for m in report["malformed_names"]]),
+        ("Skipped files", [f"{m['path']}: {m['reason']}" for m in report["skipped_files"]]),
+        ("No face found (kept, centre square)", f["no_face"]),
+        ("Leaking subjects", [f"{k} ({'/'.join(v)})" for k, v in leak["leaking_subjects"].items()]),
+        (
+            "Identical images in several splits",
+            [" = ".join(d["paths"]) for d in leak["duplicate_groups"] if len(d["splits"]) > 1],
+        ),
+        (
+            "Listed in several splits by the protocol",
+            [f"{x['path']} ({x['splits']})" for x in report["protocol_conflicts"]],
+        ),
+    ]
+    for title, items in sections:
+        if items:
+            lines += ["", f"## {title} ({len(items)})", "", *_listing(items)]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")

@@ -1,0 +1,316 @@
+"""Split rules: our seeded subject-exclusive folds, the CVPR 2024 benchmark's JSON folders, coral-cnn's CSVs.
+
+Why folds are built the way they are: the same raw tree and seed must give the same manifest on any machine.
+Units (subjects, or images where there are no identities) are sorted by (median age, sha256(seed, key)) and
+dealt to the 5 folds in blocks of 5 with a seeded permutation per block. That is age-stratified, balanced to
+within one unit per block, and depends on nothing but the labels and the seed (no listdir order, no set
+iteration, no Python ``hash``). Fold k is the test split, fold (k+1) % 5 validation, the other three train.
+
+Imported protocols (``cvpr24:PATH``, ``coral:DIR``) are replicated as published, leaks included: leaks are
+measured and reported by prepare/audit, never refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agebench.data.sources import RawRecord, SourceScan
+from agebench.errors import UserError
+
+N_FOLDS = 5
+Quad = tuple[float, ...]  # 8 numbers: (x, y) of the top-left, top-right, bottom-right, bottom-left corners
+
+# The published splits of Paplham & Franc's unified benchmark (facebase/benchmarks/*.yaml), as given there:
+# (train folders, val folders, test folders) for split 0..4. Splits 3 and 4 are not a plain rotation.
+CVPR24_SPLITS = (
+    ((0, 1, 2, 3, 4, 5), (6, 7), (8, 9)),
+    ((2, 3, 4, 5, 6, 7), (8, 9), (0, 1)),
+    ((4, 5, 6, 7, 8, 9), (0, 1), (2, 3)),
+    ((5, 6, 7, 8, 9, 0), (1, 2), (3, 4)),
+    ((6, 7, 8, 9, 0, 1), (2, 3), (4, 5)),
+)
+CVPR24_SINGLE = ((0,), (1,), (2,))  # CACD2000 and CLAP2016: one fixed split over folders 0, 1, 2
+CORAL_ALIASES = {
+    "utkface": ("utk", "utkface"),
+    "afad": ("afad",),
+    "cacd": ("cacd",),
+    "morph2": ("morph2", "morph"),
+}
+
+
+@dataclass
+class Assigned:
+    """A raw record placed in a split; ``age`` may be overridden by the protocol, ``crop`` given by it."""
+
+    record: RawRecord
+    split: str
+    age: float
+    crop: Quad | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProtocolResult:
+    name: str
+    rows: list[Assigned]
+    grouped_by: str  # what the split kept together: subject, afad_id prefix, image, or "as published"
+    info: dict[str, object] = field(default_factory=dict)
+    conflicts: list[dict[str, str]] = field(default_factory=list)  # one image listed in several splits
+
+
+def fold_split_names(fold: int) -> dict[int, str]:
+    """Fold index -> split for a chosen test fold k: k test, (k+1) % 5 val, the rest train."""
+    check_fold(fold, N_FOLDS)
+    return {f: "test" if f == fold else "val" if f == (fold + 1) % N_FOLDS else "train" for f in range(N_FOLDS)}
+
+
+def check_fold(fold: int, n: int) -> None:
+    if not 0 <= fold < n:
+        raise UserError(f"--fold {fold}: expected 0..{n - 1}")
+
+
+def assign_folds(unit_ages: dict[str, list[float]], seed: int, n_folds: int = N_FOLDS) -> dict[str, int]:
+    """Age-stratified, seeded fold of every unit; depends only on the keys, their ages and the seed."""
+
+    def tiebreak(key: str) -> str:
+        return hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()
+
+    order = sorted(unit_ages, key=lambda k: (float(np.median(unit_ages[k])), tiebreak(k)))
+    rng = np.random.default_rng(seed)
+    folds: dict[str, int] = {}
+    for start in range(0, len(order), n_folds):
+        perm = rng.permutation(n_folds)
+        for offset, key in enumerate(order[start : start + n_folds]):
+            folds[key] = int(perm[offset])
+    return folds
+
+
+def _merge(keys: list[str], linked: list[list[str]], key_of_path: dict[str, str]) -> dict[str, str]:
+    """Union-find: unit key -> representative, so linked paths (identical images) share one unit."""
+    parent = {k: k for k in keys}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for paths in linked:
+        roots = sorted({find(key_of_path[p]) for p in paths if p in key_of_path})
+        for other in roots[1:]:
+            parent[other] = roots[0]  # the smallest key represents: independent of input order
+    return {k: find(k) for k in keys}
+
+
+def seeded_split(
+    scan: SourceScan, seed: int, fold: int, *, by_image: bool = False, linked: list[list[str]] | None = None
+) -> ProtocolResult:
+    """Our protocol: subject-exclusive where identities exist (group-exclusive for AFAD), else per image.
+
+    ``linked``: sets of paths that must share a split whatever their subject (identical image bytes), so our
+    own splits never leak a duplicated picture.
+    """
+    names = fold_split_names(fold)
+    key_of_path = {r.path: (r.path if by_image else r.split_key) for r in scan.records}
+    unit_of = _merge(sorted(set(key_of_path.values())), linked or [], key_of_path)
+    units: dict[str, list[float]] = defaultdict(list)
+    for r in scan.records:
+        units[unit_of[key_of_path[r.path]]].append(r.age)
+    folds = assign_folds(units, seed)
+    rows = [Assigned(r, names[folds[unit_of[key_of_path[r.path]]]], r.age) for r in scan.records]
+    if by_image:
+        grouped = "image"
+    elif scan.has_identities:
+        grouped = "subject"
+    elif any(r.group for r in scan.records):
+        grouped = "file-name group (afad_id)"
+    else:
+        grouped = "image"
+    merged = sum(1 for k, u in unit_of.items() if k != u)
+    info = {"n_folds": N_FOLDS, "test_fold": fold, "val_fold": (fold + 1) % N_FOLDS, "units_merged": merged}
+    return ProtocolResult("random" if by_image else "subject-exclusive", rows, grouped, info)
+
+
+class PathMatcher:
+    """Finds the raw image an external list means, by the longest common path suffix (case-insensitive).
+
+    External lists are written relative to other roots ("AFAD/AFAD-Full/15/111/x.jpg", "x.jpg").
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.index: dict[str, list[str]] = defaultdict(list)
+        for p in paths:
+            parts = p.lower().split("/")
+            for i in range(len(parts)):
+                self.index["/".join(parts[i:])].append(p)
+
+    def match(self, external: str) -> str | None:
+        parts = external.strip().replace("\\", "/").strip("/").lower().split("/")
+        for i in range(len(parts)):
+            hits = self.index.get("/".join(parts[i:]))
+            if hits:
+                return hits[0] if len(hits) == 1 else None
+        return None
+
+
+def _quad(value: object, where: str) -> Quad | None:
+    if value in (None, "", []):
+        return None
+    if not isinstance(value, list) or len(value) != 8 or not all(isinstance(v, (int, float)) for v in value):
+        raise UserError(f"{where}: aligned_bbox must be 8 numbers (x, y of 4 corners), got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
+    """Replicate a split of the CVPR24 unified benchmark from its database JSON (img_path, age, folder...)."""
+    path = Path(json_file)
+    if not path.is_file():
+        raise UserError(f"--protocol cvpr24:{json_file}: file not found")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: expected a JSON list of entries with img_path, age, folder")
+    folders = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not {"img_path", "age", "folder"} <= e.keys():
+            raise UserError(f"{path}: entry {i} lacks img_path, age or folder")
+        folders.add(e["folder"])
+    single = folders - {-1} <= {0, 1, 2}
+    table = (CVPR24_SINGLE,) if single else CVPR24_SPLITS
+    check_fold(fold, len(table))
+    split_of = {f: s for s, fs in zip(("train", "val", "test"), table[fold], strict=True) for f in fs}
+    by_path = {r.path: r for r in scan.records}
+    matcher = PathMatcher(list(by_path))
+    rows: dict[str, Assigned] = {}
+    unmatched, unknown_age, duplicates, age_mismatch = [], 0, [], []
+    for i, e in enumerate(entries):
+        if e["folder"] not in split_of:
+            continue  # folder -1 (excluded by the benchmark) or a folder this split does not use
+        if e["age"] is None or float(e["age"]) < 0:
+            unknown_age += 1
+            continue
+        raw = matcher.match(str(e["img_path"]))
+        if raw is None:
+            unmatched.append(str(e["img_path"]))
+            continue
+        if raw in rows:
+            duplicates.append(raw)
+            continue
+        rec, age = by_path[raw], float(e["age"])
+        if age != rec.age:
+            age_mismatch.append({"path": raw, "file_age": f"{rec.age:g}", "json_age": f"{age:g}"})
+        extra = {
+            "cvpr24_id": str(e.get("id_num", "")),
+            "alignment_source": str(e.get("alignment_source", "")),
+        }
+        rows[raw] = Assigned(rec, split_of[e["folder"]], age, _quad(e.get("aligned_bbox"), f"{path}: entry {i}"), extra)
+    if not rows:
+        raise UserError(f"{path}: none of its {len(entries)} img_path entries match an image under the root")
+    info = {
+        "json": str(path),
+        "json_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "split": {s: list(fs) for s, fs in zip(("train", "val", "test"), table[fold], strict=True)},
+        "databases": sorted({str(e.get("database", "")) for e in entries}),
+        "unmatched_entries": len(unmatched),
+        "unmatched_examples": unmatched[:20],
+        "unknown_age_entries": unknown_age,
+        "duplicate_entries": len(duplicates),
+        "not_in_protocol": len(by_path) - len(rows),
+        "age_mismatches": len(age_mismatch),
+        "age_mismatch_examples": age_mismatch[:20],
+    }
+    return ProtocolResult("cvpr24", sorted(rows.values(), key=lambda a: a.record.path), "as published", info)
+
+
+def _coral_files(folder: Path, dataset: str) -> dict[str, Path]:
+    prefixes = sorted(p.name[: -len("_train.csv")] for p in folder.glob("*_train.csv"))
+    chosen = [p for p in CORAL_ALIASES.get(dataset, ()) if p in prefixes] or (prefixes if len(prefixes) == 1 else [])
+    if not chosen:
+        names = "/".join(CORAL_ALIASES.get(dataset, (dataset,)))
+        raise UserError(f"{folder}: expected {names}_train.csv, _valid.csv and _test.csv (coral-cnn split CSVs)")
+    prefix = chosen[0]
+    files = {"train": folder / f"{prefix}_train.csv", "test": folder / f"{prefix}_test.csv"}
+    val = [folder / f"{prefix}_valid.csv", folder / f"{prefix}_val.csv"]
+    files["val"] = next((p for p in val if p.is_file()), val[0])
+    for f in files.values():
+        if not f.is_file():
+            raise UserError(f"{f}: not found (coral:DIR needs {prefix}_train.csv, _valid.csv and _test.csv)")
+    return files
+
+
+def coral(scan: SourceScan, folder_spec: str) -> ProtocolResult:
+    """Replicate coral-cnn's split CSVs. Their ``age`` column is a class label (age minus the youngest age),
+    so ages come from the raw data; the label offset is reported as a consistency check."""
+    folder = Path(folder_spec)
+    if not folder.is_dir():
+        raise UserError(f"--protocol coral:{folder_spec}: not a folder")
+    files = _coral_files(folder, scan.dataset)
+    by_path = {r.path: r for r in scan.records}
+    matcher = PathMatcher(list(by_path))
+    rows: dict[str, Assigned] = {}
+    conflicts, unmatched, offsets = [], [], defaultdict(int)
+    for split in ("train", "val", "test"):
+        with open(files[split], newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            col = next((header.index(c) for c in ("path", "file") if c in header), 0)
+            age_col = header.index("age") if "age" in header else None
+            for line, row in enumerate(reader, start=2):
+                if not row or len(row) <= col:
+                    continue
+                raw = matcher.match(row[col])
+                if raw is None:
+                    unmatched.append(f"{files[split].name}:{line}: {row[col]}")
+                    continue
+                if raw in rows:
+                    conflicts.append({"path": raw, "splits": f"{rows[raw].split}/{split}"})
+                    continue
+                rec = by_path[raw]
+                if age_col is not None and len(row) > age_col:
+                    try:
+                        offsets[f"{rec.age - float(row[age_col]):g}"] += 1
+                    except ValueError:
+                        pass
+                rows[raw] = Assigned(rec, split, rec.age)
+    if not rows:
+        raise UserError(f"{folder}: no row of the coral CSVs matches an image under the root")
+    info = {
+        "folder": str(folder),
+        "files": {s: f.name for s, f in files.items()},
+        "csv_sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files.values()},
+        "age_label_offsets": dict(sorted(offsets.items())),
+        "unmatched_rows": len(unmatched),
+        "unmatched_examples": unmatched[:20],
+        "not_in_protocol": len(by_path) - len(rows),
+    }
+    result = ProtocolResult("coral", sorted(rows.values(), key=lambda a: a.record.path), "as published", info)
+    result.conflicts = conflicts
+    return result
+
+
+def apply_protocol(
+    spec: str, scan: SourceScan, *, seed: int = 0, fold: int = 0, linked: list[list[str]] | None = None
+) -> ProtocolResult:
+    """``subject-exclusive`` (default), ``random`` (per image, ignores identities), ``cvpr24:PATH.json``,
+    ``coral:DIR``. ``linked`` path sets are kept together by our own protocols only."""
+    kind, _, arg = spec.partition(":")
+    if kind == "subject-exclusive" and not arg:
+        return seeded_split(scan, seed, fold, linked=linked)
+    if kind == "random" and not arg:
+        return seeded_split(scan, seed, fold, by_image=True, linked=linked)
+    if kind == "cvpr24" and arg:
+        return cvpr24(scan, arg, fold)
+    if kind == "coral" and arg:
+        if fold:
+            raise UserError(f"--fold {fold}: coral:DIR is one fixed split, there are no folds to choose")
+        return coral(scan, arg)
+    raise UserError(f"--protocol {spec!r}: expected subject-exclusive, random, cvpr24:PATH.json or coral:DIR")
