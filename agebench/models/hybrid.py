@@ -1,0 +1,130 @@
+"""ConvNeXt-Transformer hybrid of Maroun, Bekhouche & Dornaika (CVIU 2025, arXiv:2511.00123).
+
+A ConvNeXt trunk extracts local features; its last feature map (768 x 7 x 7 at 224 px) becomes a sequence
+of 49 tokens that a ViT-style encoder mixes globally, and the class token is the pooled feature:
+
+    image -> ConvNeXt stages -> LayerNorm (the trunk's own head norm, so every trunk weight is used)
+          -> tokens [B, (H/32)(W/32), C] -> Linear to ``width`` (only if C != width)
+          -> [class token; tokens] + learned position embedding
+          -> nn.TransformerEncoder (pre-norm, GELU) x ``depth`` -> LayerNorm -> class token [B, width]
+
+The paper gives the total (33.42M with its regression head) but not the encoder's settings. The default
+here is ConvNeXt-Tiny + one encoder layer of width 768 with 8 heads and PyTorch's default
+``dim_feedforward=2048``, the simplest reading that lands on that total:
+
+    ConvNeXt-Tiny trunk (incl. its head LayerNorm)  27,820,128
+    class token + position embedding (1 + 49 tokens)    39,168
+    encoder layer (attention 2,362,368, MLP 3,148,544, 2 LN)  5,513,984
+    final LayerNorm                                       1,536
+    backbone total                                   33,374,816
+    + default head 768 -> 256 -> 1                      197,121
+    total                                            33,571,937  (+0.45% of the paper's 33.42M)
+
+``hybrid-atto`` puts a 2-layer, 160-wide encoder on ConvNeXt-Atto (320 channels, so the projection is
+exercised); it is for CPU smoke runs and tests.
+
+The position embedding is sized for ``img_size`` (``(img_size // 32) ** 2`` tokens); fed another size,
+the model resamples it bicubically (as timm ViTs do), so evaluation at a different size still runs.
+For Grad-CAM, the last convolutional map is ``trunk.stages[-1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from agebench.models.registry import register_backbone
+
+_TRUNK_STRIDE = 32  # ConvNeXt: 4x4 stem, then three 2x downsamples
+
+
+def _grid(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    if h < _TRUNK_STRIDE or w < _TRUNK_STRIDE:
+        raise ValueError(f"hybrid backbone needs images of at least {_TRUNK_STRIDE} px, got {h}x{w}")
+    return h // _TRUNK_STRIDE, w // _TRUNK_STRIDE
+
+
+class ConvNeXtTransformer(nn.Module):
+    """ConvNeXt trunk + transformer encoder over its last feature map; ``forward`` returns the class token."""
+
+    def __init__(
+        self,
+        trunk: str = "convnext_tiny",
+        img_size: int | tuple[int, int] = 224,
+        width: int = 768,
+        depth: int = 1,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        self.trunk = timm.create_model(trunk, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate)
+        trunk_dim = int(self.trunk.num_features)
+        self.proj: nn.Module = nn.Identity() if trunk_dim == width else nn.Linear(trunk_dim, width)
+        self.grid_size = _grid(img_size)
+        num_tokens = self.grid_size[0] * self.grid_size[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_tokens, width))
+        layer = nn.TransformerEncoderLayer(
+            d_model=width,
+            nhead=num_heads,
+            dim_feedforward=mlp_dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        # Nested tensors only help with padding masks, and warn with norm_first.
+        self.encoder = nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.num_features = width
+        # timm ViT initialisation for the new embeddings.
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised last trunk map ``[B, C, H/32, W/32]``."""
+        return self.trunk.head.norm(self.trunk.forward_features(x))
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid == self.grid_size:
+            return self.pos_embed
+        return resample_abs_pos_embed(
+            self.pos_embed, new_size=list(grid), old_size=list(self.grid_size), num_prefix_tokens=1
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoded tokens ``[B, 1 + N, width]``, class token first (timm ViT convention)."""
+        fmap = self.feature_map(x)
+        grid = (fmap.shape[-2], fmap.shape[-1])
+        tokens = self.proj(fmap.flatten(2).transpose(1, 2))
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + self._pos_embed(grid)
+        return self.norm(self.encoder(tokens))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[:, 0]
+
+
+@register_backbone(
+    "hybrid-atto",
+    default_kwargs={"trunk": "convnext_atto", "width": 160, "depth": 2, "num_heads": 4, "mlp_dim": 320},
+    description="ConvNeXt-Atto + 2-layer 160-wide encoder, for CPU smoke runs",
+    small=True,
+)
+@register_backbone(
+    "hybrid",
+    default_kwargs={"trunk": "convnext_tiny", "width": 768, "depth": 1, "num_heads": 8, "mlp_dim": 2048},
+    description="ConvNeXt-Tiny + 1-layer transformer encoder (Maroun et al. 2025)",
+)
+def hybrid(img_size: int | tuple[int, int] = 224, **kwargs: Any) -> ConvNeXtTransformer:
+    """The hybrid at ``img_size``; kwargs are :class:`ConvNeXtTransformer` arguments."""
+    return ConvNeXtTransformer(img_size=img_size, **kwargs)

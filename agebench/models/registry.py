@@ -1,0 +1,234 @@
+"""Backbone registry: one name space for built-in, timm and third-party backbones.
+
+A backbone is anything that turns face crops into a feature vector; the age head is added separately
+(`agebench.models.head`), so every backbone can be benchmarked with the same head and loss.
+
+Backbone contract (a breaking change if it moves; the README repeats it):
+
+* A backbone is built by a factory, ``factory(**kwargs) -> torch.nn.Module``.
+* The module has an ``int`` attribute ``num_features``.
+* ``forward(x)`` with ``x`` a float tensor ``[B, 3, H, W]`` returns pooled features ``[B, num_features]``.
+* If the factory has a parameter named ``img_size``, it receives the training image size (an ``int``);
+  backbones with size-dependent parameters (position embeddings) need it, others may ignore it.
+* Built-in backbones also offer ``forward_features(x)`` (unpooled features, as in timm) for Grad-CAM.
+
+Three sources of names, looked up in this order:
+
+1. built-ins registered with :func:`register_backbone` (``convnext``, ``vit``, ``hybrid`` and small variants);
+2. ``timm:<model_name>``: any timm model, built with ``num_classes=0`` so it returns pooled features;
+3. entry points of the group ``agebench.backbones`` declared by installed packages, e.g. in pyproject.toml::
+
+       [project.entry-points."agebench.backbones"]
+       my-net = "my_package.backbones:make_my_net"
+
+   Entry points are listed by name without importing them; the package is imported only when that
+   backbone is built, so a broken third-party package cannot break ``agebench models`` for the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import torch
+from torch import nn
+
+from agebench.errors import UserError
+
+ENTRY_POINT_GROUP = "agebench.backbones"
+TIMM_PREFIX = "timm:"
+# Built-in model families; importing each one registers its backbones.
+_BUILTIN_MODULES = ("agebench.models.convnext", "agebench.models.vit", "agebench.models.hybrid")
+
+Factory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the registry knows about a backbone name, before building it."""
+
+    name: str
+    source: str  # "builtin", "timm" or "entry-point"
+    description: str = ""
+    default_kwargs: dict[str, Any] = field(default_factory=dict)
+    small: bool = False  # fast on CPU at 32-64 px: the test suite trains every small built-in
+    factory: Factory | None = None
+    entry_point: EntryPoint | None = None
+
+    def load_factory(self) -> Factory:
+        """The factory; for entry points this imports the providing package (lazily, on first use)."""
+        if self.factory is not None:
+            return self.factory
+        assert self.entry_point is not None
+        try:
+            factory = self.entry_point.load()
+        except Exception as err:  # any import failure of a third-party package is the user's to fix
+            raise UserError(
+                f"backbone {self.name!r}: cannot load entry point {self.entry_point.value!r} "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        if not callable(factory):
+            raise UserError(f"backbone {self.name!r}: entry point {self.entry_point.value!r} is not callable")
+        return factory
+
+
+_BUILTINS: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(
+    name: str,
+    *,
+    default_kwargs: dict[str, Any] | None = None,
+    description: str = "",
+    small: bool = False,
+) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(**kwargs) -> nn.Module`` under ``name``.
+
+    ``default_kwargs`` are merged under the caller's kwargs, so one factory can serve several sizes.
+    """
+    if name.startswith(TIMM_PREFIX) or not name:
+        raise ValueError(f"invalid backbone name {name!r}")
+
+    def decorator(factory: Factory) -> Factory:
+        if name in _BUILTINS:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BUILTINS[name] = BackboneSpec(
+            name=name,
+            source="builtin",
+            description=description or (inspect.getdoc(factory) or "").split("\n")[0],
+            default_kwargs=dict(default_kwargs or {}),
+            small=small,
+            factory=factory,
+        )
+        return factory
+
+    return decorator
+
+
+def _ensure_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    # Not cached: tests and notebooks install packages at run time, and the scan is cheap.
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def list_backbones() -> list[str]:
+    """Built-in names, then entry-point names (a built-in wins a name clash); ``timm:*`` is implicit."""
+    _ensure_builtins()
+    names = list(_BUILTINS)
+    names += sorted(n for n in _entry_points() if n not in _BUILTINS)
+    return names
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Resolve a name to its spec without building anything; unknown names are a :class:`UserError`."""
+    _ensure_builtins()
+    if name in _BUILTINS:
+        return _BUILTINS[name]
+    if name.startswith(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX) :]
+        import timm
+
+        if not timm.is_model(timm_name):
+            raise UserError(f"unknown timm model {timm_name!r} in backbone {name!r} (see timm.list_models())")
+        return BackboneSpec(name=name, source="timm", description=f"timm model {timm_name}")
+    eps = _entry_points()
+    if name in eps:
+        ep = eps[name]
+        return BackboneSpec(name=name, source="entry-point", description=f"entry point {ep.value}", entry_point=ep)
+    raise UserError(
+        f"unknown backbone {name!r}; registered: {', '.join(list_backbones())}; "
+        f"or 'timm:<model_name>' for any timm model"
+    )
+
+
+def _accepts(factory: Factory, param: str) -> bool:
+    try:
+        return param in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
+def create_backbone(name: str, *, img_size: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build the backbone ``name`` and check it honours the contract.
+
+    ``img_size`` is passed only to factories that declare it (and to timm models that accept it), so
+    third-party factories need not know about it.
+    """
+    spec = get_backbone_spec(name)
+    if spec.source == "timm":
+        factory: Factory = partial(create_timm_backbone, name[len(TIMM_PREFIX) :], img_size=img_size)
+        call_kwargs = dict(kwargs)
+    else:
+        factory = spec.load_factory()
+        call_kwargs = {**spec.default_kwargs, **kwargs}
+        if img_size is not None and _accepts(factory, "img_size"):
+            call_kwargs["img_size"] = img_size
+    try:
+        module = factory(**call_kwargs)
+    except TypeError as err:  # almost always a misspelt or unsupported model kwarg in the user's config
+        raise UserError(f"backbone {name!r}: rejected arguments {sorted(call_kwargs)} ({err})") from err
+    validate_backbone(module, name)
+    return module
+
+
+def validate_backbone(module: object, name: str) -> None:
+    """Fail early and in one line when a factory breaks the contract (not deep inside a training step)."""
+    if not isinstance(module, nn.Module):
+        raise UserError(f"backbone {name!r}: factory returned {type(module).__name__}, not a torch.nn.Module")
+    num_features = getattr(module, "num_features", None)
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
+        raise UserError(
+            f"backbone {name!r}: module {type(module).__name__} needs a positive int attribute "
+            f"'num_features' (got {num_features!r})"
+        )
+
+
+class TimmBackbone(nn.Module):
+    """A timm model built with ``num_classes=0``, exposing the width of its pooled output.
+
+    The wrapper exists because timm's ``num_features`` is the width *before* some heads (e.g. MobileNetV3's
+    ``conv_head``), while the contract needs the width of what ``forward`` returns: ``head_hidden_size``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def create_timm_backbone(
+    model_name: str, *, img_size: int | None = None, pretrained: bool = False, **kwargs: Any
+) -> TimmBackbone:
+    """Build any timm model as a pooled-feature backbone.
+
+    ``img_size`` is forwarded to models whose constructor takes it (ViTs, where it sizes the position
+    embedding); CNNs reject it with a TypeError and are built without it.
+    """
+    import timm
+
+    kwargs = {"num_classes": 0, "pretrained": pretrained, **kwargs}
+    if img_size is not None:
+        try:
+            return TimmBackbone(timm.create_model(model_name, img_size=img_size, **kwargs))
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+    return TimmBackbone(timm.create_model(model_name, **kwargs))
