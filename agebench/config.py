@@ -257,7 +257,11 @@ def load_fit_config(path: str | os.PathLike[str] | None, overrides: list[str] | 
 
 
 def config_hash(data: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config: equal configs, equal hashes."""
+    """sha256 of the canonical JSON of a resolved config: equal configs, equal hashes.
+
+    ``out_dir`` is left out: where results are written does not change what they are.
+    """
+    data = {k: v for k, v in data.items() if k != "out_dir"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -23,7 +23,7 @@ def make_image_set(root: Path, n: int = 12, size: int = 40, seed: int = 0, subje
     splits = ["train", "train", "train", "train", "val", "test"]
     for i in range(n):
         subject = i % subjects
-        age = float(10 + 5 * i)
+        age = float(10 + (5 * i) % 80)
         image = np.full((size, size, 3), min(255, int(age * 2)), np.uint8)
         image[: size // 2] = rng.integers(0, 255, (size // 2, size, 3), dtype=np.uint8)
         rel = f"img/{subject}/{i:03d}.jpg"

@@ -100,9 +100,7 @@ def test_test_loader_yields_each_test_image_once(image_set):
 def test_leaky_manifest_is_refused_unless_allowed(tmp_path, image_set):
     rows = [
         {"path": r, "age": 20 + i, "subject_id": "same", "split": s}
-        for i, (r, s) in enumerate(
-            [("img/0/000.jpg", "train"), ("img/1/001.jpg", "val"), ("img/2/002.jpg", "test")]
-        )
+        for i, (r, s) in enumerate([("img/0/000.jpg", "train"), ("img/1/001.jpg", "val"), ("img/2/002.jpg", "test")])
     ]
     leaky = write_manifest(rows, image_set.parent / "leaky.csv")
     with pytest.raises(UserError, match="allow_leaky_splits"):

@@ -1,0 +1,121 @@
+"""A bench config expanded into cells: one (model, data set, seed) each, with its fully resolved fit config.
+
+The bench YAML has top-level ``models``, ``datasets``, ``seeds``, ``trainer`` (Lightning Trainer arguments by
+their own names) and, optionally, ``data`` / ``model`` / ``optim`` / ``logger`` defaults that every cell shares
+(the sections of a fit config) plus ``profile`` settings. A model entry is a name or a mapping with ``name`` and
+per-model sections (``model``, ``optim``, ``trainer``, ``data``); a data set entry maps its name to ``data``
+fields (at least ``manifest``). Every cell's config is validated before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agebench.config import (
+    ConfigError,
+    FitConfig,
+    apply_overrides,
+    config_hash,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    to_dict,
+    validate_trainer_args,
+)
+
+
+@dataclass
+class ProfileSection:
+    batch_size: int | None = None  # default: the evaluation batch size
+    warmup: int = 10
+    iters: int = 30
+    channels_last: bool = False
+
+
+@dataclass
+class BenchConfig:
+    models: list[Any]
+    datasets: dict[str, dict[str, Any]]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    trainer: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    profile: ProfileSection = field(default_factory=ProfileSection)
+    compile: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class Cell:
+    dataset: str
+    model: str
+    seed: int
+    fit: dict[str, Any]  # a resolved FitConfig as plain data
+    profile: ProfileSection
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.model}/seed{self.seed}"
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash({**self.fit, "profile": vars(self.profile)})
+
+
+def load_bench_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> BenchConfig:
+    data = apply_overrides(load_yaml(path), overrides or [])
+    for key in ("models", "datasets"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing top-level key {key!r}")
+    cfg = from_dict(BenchConfig, data)
+    if not cfg.models or not cfg.datasets or not cfg.seeds:
+        raise ConfigError(f"{path}: models, datasets and seeds must each list at least one entry")
+    validate_trainer_args(cfg.trainer)
+    return cfg
+
+
+def _model_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        extra = {k: v for k, v in entry.items() if k != "name"}
+        unknown = sorted(set(extra) - {"model", "optim", "trainer", "data"})
+        if unknown:
+            raise ConfigError(f"models[{index}]: unknown key(s) {', '.join(unknown)} (model, optim, trainer, data)")
+        return entry["name"], extra
+    raise ConfigError(f"models[{index}]: expected a name or a mapping with 'name', got {entry!r}")
+
+
+def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
+    """All cells, data set-major; each fit config resolved and validated (unknown keys name the cell)."""
+    cells = []
+    results = Path(results)
+    for ds_name, ds in cfg.datasets.items():
+        if not isinstance(ds, dict) or "manifest" not in ds:
+            raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest'")
+        for i, entry in enumerate(cfg.models):
+            name, per_model = _model_entry(entry, i)
+            for seed in cfg.seeds:
+                raw = {
+                    "seed": seed,
+                    "out_dir": str(results / ds_name / name / f"seed{seed}"),
+                    "data": deep_merge(deep_merge(cfg.data, ds), per_model.get("data", {})) | {"name": ds_name},
+                    "model": deep_merge(cfg.model, per_model.get("model", {})) | {"name": name},
+                    "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
+                    "logger": dict(cfg.logger),
+                    "trainer": deep_merge(cfg.trainer, per_model.get("trainer", {})),
+                    "compile": cfg.compile,
+                    "channels_last": cfg.channels_last,
+                }
+                try:
+                    fit = from_dict(FitConfig, raw)
+                    validate_trainer_args(fit.trainer)
+                except ConfigError as err:
+                    raise ConfigError(f"cell {ds_name}/{name}/seed{seed}: {err}") from None
+                cells.append(Cell(ds_name, name, seed, to_dict(fit), cfg.profile))
+    return cells

@@ -1,0 +1,196 @@
+"""`agebench bench`: every (model, data set, seed) cell in its own process, skipping finished ones.
+
+Why a process per cell: DDP, CUDA state and Lightning's launchers assume one training run per process, and a
+crash (or an OOM kill) of one cell must not take the others down. A cell is finished when its metrics.json
+exists with status "ok" and the config hash it ran under; anything else is (re)run, resuming from the
+cell's last checkpoint when the config is unchanged. The child follows the runner's death (PR_SET_PDEATHSIG)
+and holds a lock on its folder, so an interrupted runner never leaves a ghost writing into a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agebench import atomic
+from agebench.bench.plan import Cell, expand, load_bench_config
+from agebench.errors import UserError
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def cell_state(cell: Cell, cell_dir: Path) -> str:
+    """'done', 'stale' (finished under another config), 'resume' (has a checkpoint), 'failed' or 'new'."""
+    metrics = cell_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            record = json.loads(metrics.read_text())
+        except json.JSONDecodeError:
+            return "new"
+        if record.get("config_hash") != cell.config_hash:
+            return "stale"
+        return "done" if record.get("status") == "ok" else "failed"
+    if (cell_dir / "cell.json").is_file():
+        try:
+            same = json.loads((cell_dir / "cell.json").read_text()).get("config_hash") == cell.config_hash
+        except json.JSONDecodeError:
+            same = False
+        if not same:
+            return "stale"
+    return "resume" if (cell_dir / "checkpoints" / "last.ckpt").is_file() else "new"
+
+
+def _die_with_parent() -> None:  # runs in the child before exec (Linux only)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_cell_process(cell: Cell, cell_dir: Path, progress: Progress | None, task: Any) -> int:
+    """Run one cell; Lightning's bar shows in the progress line, the whole output goes to cell.log."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "agebench.bench.cell", str(cell_dir)]
+    with open(cell_dir / "cell.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        assert proc.stdout is not None
+        pending = b""
+        try:
+            while chunk := proc.stdout.read1(4096):
+                log.write(chunk)
+                pending = (pending + chunk)[-4096:]
+                parts = [p for p in re.split(rb"[\r\n]", pending) if p.strip()]
+                if progress is not None and parts:
+                    text = ANSI.sub("", parts[-1].decode("utf-8", "replace")).strip()
+                    progress.update(task, status=text[-100:])
+            return proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    if not path.is_file():
+        return ""
+    text = ANSI.sub("", path.read_bytes().decode("utf-8", "replace")).replace("\r", "\n")
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+
+
+def cell_spec(cell: Cell) -> dict[str, Any]:
+    return {"dataset": cell.dataset, "model": cell.model, "seed": cell.seed, "fit": cell.fit,
+            "profile": asdict(cell.profile), "config_hash": cell.config_hash}
+
+
+def list_cells(config: str | os.PathLike[str], results: str | os.PathLike[str],
+               overrides: list[str] | None = None, console: Console | None = None) -> int:
+    """Print the cells with their index (for --cell, e.g. as a SLURM array task id) and state."""
+    console = console or Console()
+    for i, cell in enumerate(expand(load_bench_config(config, overrides), results)):
+        console.print(f"{i:4d}  {cell.key:50s} {cell_state(cell, Path(cell.fit['out_dir']))}", highlight=False)
+    return 0
+
+
+def run_one_cell(config: str | os.PathLike[str], results: str | os.PathLike[str], which: str,
+                 overrides: list[str] | None = None) -> int:
+    """Run cell ``which`` (an index or a dataset/model/seedK key) in this process.
+
+    This is the form for launchers that start every rank themselves (torchrun, srun): all ranks run the
+    same command, rank 0 writes the results. It never deletes anything, so ranks cannot race on files.
+    """
+    from agebench.bench.cell import run_cell
+
+    cells = expand(load_bench_config(config, overrides), results)
+    keys = [c.key for c in cells]
+    if which.isdigit() and int(which) < len(cells):
+        cell = cells[int(which)]
+    elif which in keys:
+        cell = cells[keys.index(which)]
+    else:
+        raise UserError(f"--cell {which!r}: no such cell; there are {len(cells)} (0..{len(cells) - 1}): "
+                        + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
+    cell_dir = Path(cell.fit["out_dir"])
+    state = cell_state(cell, cell_dir)
+    if state == "done":
+        print(f"{cell.key}: already finished ({cell_dir / 'metrics.json'})")
+        return 0
+    if state in ("stale", "failed"):
+        raise UserError(f"{cell.key}: {cell_dir} holds a {state} run; remove it (or rerun with the runner's "
+                        "--force) before running this cell alone")
+    return run_cell(cell_dir, cell_spec(cell))
+
+
+def run_bench(config: str | os.PathLike[str], results: str | os.PathLike[str], *, force: bool = False,
+              overrides: list[str] | None = None, console: Console | None = None) -> int:
+    """Returns 0 when every cell finished ok, 1 when any failed."""
+    console = console or Console()
+    results = Path(results)
+    cells = expand(load_bench_config(config, overrides), results)
+    for ds in {c.dataset: c for c in cells}.values():
+        manifest = Path(ds.fit["data"]["manifest"])
+        if not manifest.is_file():
+            raise UserError(f"data set {ds.dataset!r}: manifest {manifest} not found "
+                            "(`agebench synth --out DIR` or `agebench prepare ...` makes one)")
+    plan = []
+    for cell in cells:
+        cell_dir = Path(cell.fit["out_dir"])
+        state = "new" if force else cell_state(cell, cell_dir)
+        plan.append((cell, cell_dir, state))
+    todo = [(c, d, s) for c, d, s in plan if s != "done"]
+    console.print(f"bench: {len(cells)} cell(s), {len(cells) - len(todo)} finished, {len(todo)} to run -> {results}")
+    for cell, _, state in plan:
+        if state in ("stale", "failed"):
+            console.print(f"  {cell.key}: {state}, rerunning from scratch")
+        elif state == "resume":
+            console.print(f"  {cell.key}: interrupted earlier, resuming from its last checkpoint")
+    failures = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("[dim]{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("cells", total=len(todo), status="")
+        for cell, cell_dir, state in todo:
+            progress.update(overall, description=f"cells  [bold]{cell.key}[/]", status="starting")
+            if force or state in ("stale", "failed"):
+                shutil.rmtree(cell_dir, ignore_errors=True)
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(cell_dir / "cell.json", cell_spec(cell))
+            code = run_cell_process(cell, cell_dir, progress, overall)
+            progress.advance(overall)
+            summary = _summarise(cell_dir)
+            if code == 0 and summary:
+                progress.console.print(f"[green]done[/] {cell.key}: {summary}")
+            else:
+                failures += 1
+                progress.console.print(f"[red]failed[/] {cell.key} (exit {code}); last lines of {cell_dir}/cell.log:")
+                progress.console.print(_tail(cell_dir / "cell.log"), markup=False, highlight=False)
+    return 1 if failures else 0
+
+
+def _summarise(cell_dir: Path) -> str | None:
+    try:
+        m = json.loads((cell_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if m.get("status") != "ok":
+        return None
+    return (f"MAE {m['mae']:.2f} (mean predictor {m['baseline_mae']:.2f}), CS@5 {m['cs5']:.3f}, "
+            f"{m['params'] / 1e6:.2f}M params, {m['latency_ms']:.2f} ms, {m['wall_seconds']:.0f} s")

@@ -1,0 +1,232 @@
+"""`agebench fit`: one model on one data set. Returns (and writes) a metrics dict.
+
+Layout of ``out_dir``: config.yaml (resolved), checkpoints/{best,last}.ckpt, logs/ (CSV or W&B),
+predictions.csv (path, age, pred: each test image once) and metrics.json.
+A rerun with the same ``out_dir`` resumes from checkpoints/last.ckpt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from agebench import atomic
+from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
+from agebench.data.datamodule import AgeDataModule, AugmentConfig
+from agebench.errors import UserError
+from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
+
+
+class EpochSeed(pl.Callback):
+    """Reseeds the global RNGs from (seed, epoch) at each epoch start, so a resumed run draws what an
+    uninterrupted one draws (dropout, drop-path) from the first step after the resume point."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed * 10_007 + trainer.current_epoch, workers=True, verbose=False)
+
+
+class TrainThroughput(pl.Callback):
+    """Images per second over training batches only (validation and checkpointing excluded)."""
+
+    def __init__(self) -> None:
+        self.images, self.seconds, self._start = 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.seconds += time.perf_counter() - self._start
+        self.images += int(batch["image"].shape[0]) * trainer.world_size
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """GPU: peak allocated by torch; CPU: the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
+def build_datamodule(cfg: FitConfig) -> AgeDataModule:
+    d = cfg.data
+    return AgeDataModule(
+        d.manifest,
+        d.root,
+        img_size=d.img_size,
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        num_workers=d.num_workers,
+        seed=cfg.seed,
+        augment=AugmentConfig(**vars(d.augment)),
+        crop_pct=d.crop_pct,
+        allow_leaky_splits=d.allow_leaky_splits,
+        use_cache=d.use_cache,
+    )
+
+
+def build_module(cfg: FitConfig, train_ages: np.ndarray):
+    from agebench.models import AgeRegressor
+
+    m, o = cfg.model, cfg.optim
+    return AgeRegressor.from_config(
+        {
+            "name": m.name,
+            "img_size": cfg.data.img_size,
+            "head_hidden": m.head_hidden,
+            "head_dropout": m.head_dropout,
+            "pretrained": m.pretrained,
+            "pretrained_path": m.pretrained_path,
+            **m.kwargs,
+        },
+        loss=o.loss,
+        loss_kwargs=o.loss_kwargs,
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        betas=tuple(o.betas),
+        warmup_fraction=o.warmup_frac,
+        min_lr_ratio=o.min_lr_ratio,
+        age_mean=float(train_ages.mean()) if o.standardize_targets else 0.0,
+        age_std=float(train_ages.std() or 1.0) if o.standardize_targets else 1.0,
+    )
+
+
+def build_logger(cfg: FitConfig, out_dir: Path):
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(out_dir), name="logs", version="")
+    if kind == "wandb":
+        # Offline unless a key is configured: nothing ever waits on the network.
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+        offline = os.environ.get("WANDB_MODE") == "offline" or not has_key
+        return pl.loggers.WandbLogger(
+            project=cfg.logger.project, name=cfg.logger.name, save_dir=str(out_dir), offline=offline
+        )
+    raise UserError(f"unknown logger.kind {kind!r} (csv, wandb, none)")
+
+
+def trainer_kwargs(cfg: FitConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"accelerator": "auto", "devices": 1, "precision": "32-true"}
+    kwargs.update(cfg.trainer)
+    if kwargs.get("use_distributed_sampler"):
+        raise UserError("trainer.use_distributed_sampler must stay false: agebench shards evaluation without padding")
+    kwargs["use_distributed_sampler"] = False
+    return kwargs
+
+
+def _warn_cpu_precision(kwargs: dict[str, Any]) -> None:
+    accelerator = kwargs.get("accelerator", "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and "16" in str(kwargs.get("precision")):
+        print(f"agebench: warning: precision {kwargs['precision']!r} on CPU is emulated and much slower than "
+              "32-true (bf16 autocast is about 25x slower here); mixed precision is meant for GPUs")
+
+
+def _resume_path(out_dir: Path, last: Path) -> str | None:
+    """Under SLURM, a requeue checkpoint (hpc_ckpt_N.ckpt, saved by Lightning on SIGUSR1) wins: passing None
+    lets Lightning pick it up. Otherwise resume from our per-epoch last.ckpt when there is one."""
+    if SLURMEnvironment.detect() and any(out_dir.glob("hpc_ckpt_*.ckpt")):
+        return None
+    return str(last) if last.is_file() else None
+
+
+def _load_weights(module: torch.nn.Module, ckpt: Path) -> None:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+
+
+def fit(
+    cfg: FitConfig, *, dataset_name: str | None = None, write_metrics: bool = True, return_module: bool = False
+) -> dict[str, Any]:
+    """Train, pick the best validation checkpoint, evaluate it on the whole test split, write results.
+
+    Returns the metrics dict on global rank 0 and {} on other ranks. ``write_metrics=False`` leaves
+    metrics.json to the caller (the bench cell adds profiling before it marks the cell finished);
+    ``return_module=True`` adds the trained module under "module".
+    """
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(cfg)
+    dump_yaml(resolved, out_dir / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    module = build_module(cfg, dm.train_ages())
+    if cfg.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        module.backbone.compile()  # in place: state_dict keys (and so checkpoints) stay unchanged
+    ckpt_dir = out_dir / "checkpoints"
+    throughput = TrainThroughput()
+    best = pl.callbacks.ModelCheckpoint(
+        dirpath=str(ckpt_dir), filename="best", monitor="val/mae", mode="min", save_last=True, save_top_k=1
+    )
+    kwargs = trainer_kwargs(cfg)
+    _warn_cpu_precision(kwargs)
+    trainer = pl.Trainer(
+        **kwargs,
+        default_root_dir=str(out_dir),
+        logger=build_logger(cfg, out_dir),
+        callbacks=[best, EpochSeed(cfg.seed), throughput],
+        enable_model_summary=False,
+    )
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(out_dir, last))
+    train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    _load_weights(module, best_path)
+    device = module.device if module.device.type != "meta" else torch.device("cpu")
+    preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"))
+    write_predictions(out_dir / "predictions.csv", preds)
+    _, ages, pred = zip(*read_predictions(out_dir / "predictions.csv"), strict=True)
+    ages_arr, train_ages = np.array(ages), dm.train_ages()
+    memory, memory_kind = peak_memory_mb(device)
+    counts, edges = np.histogram(train_ages, bins=np.arange(0, 130, 10))
+    metrics = {
+        "model": cfg.model.name,
+        "dataset": dataset_name or cfg.data.name or Path(cfg.data.manifest).parent.name,
+        "seed": cfg.seed,
+        **metrics_from_predictions(ages_arr, np.array(pred)),
+        "baseline_mae": float(np.abs(ages_arr - train_ages.mean()).mean()),
+        "best_val_mae": float(best.best_model_score) if best.best_model_score is not None else None,
+        "epochs": trainer.current_epoch,
+        "train_seconds": train_seconds,
+        "train_throughput": throughput.images_per_second,
+        "peak_memory_mb": memory,
+        "peak_memory_kind": memory_kind,
+        "train_age_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+        "leaky_splits": dm.leaky,
+        "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
+        "config_hash": config_hash(resolved),
+        "manifest_sha256": dm.manifest.sha256(),
+        "checkpoint": str(best_path),
+    }
+    if write_metrics:
+        atomic.write_json(out_dir / "metrics.json", metrics)
+    if return_module:
+        metrics["module"] = module  # the best checkpoint's weights, for profiling in the same process
+    return metrics
