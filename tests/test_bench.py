@@ -19,6 +19,7 @@ from conftest import make_image_set
 from agebench.cli import main
 from agebench.evaluate import read_predictions
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "trainer": {
         "max_epochs": 1,
@@ -155,3 +156,28 @@ def test_killed_runner_reruns_only_the_missing_cell(tmp_path):
     assert "1 finished, 1 to run" in rerun.stdout
     assert first.stat().st_mtime_ns == stamp
     assert json.loads((second / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "experiments").rglob("*.yaml") if "fit" not in p.parts
+                                          and not p.name.startswith("_")))
+def test_shipped_bench_configs_expand_into_valid_cells(config):
+    from agebench.bench.plan import expand, load_bench_config
+
+    cells = expand(load_bench_config(config), "results")
+    assert cells and all(c.fit["trainer"] for c in cells)
+
+
+def test_shipped_fit_config_is_valid():
+    from agebench.config import load_fit_config
+
+    cfg = load_fit_config(REPO / "experiments/fit/synth_small.yaml")
+    assert cfg.model.name == "convnext-atto"
+
+
+def test_list_and_single_cell_selection(tmp_path, capsys):
+    config = write_bench(tmp_path, ["convnext-atto", "hybrid-atto"], [0])
+    assert main(["bench", "--config", str(config), "--out", str(tmp_path / "r"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "0  tiny/convnext-atto/seed0" in out and "1  tiny/hybrid-atto/seed0" in out and "new" in out
+    assert main(["bench", "--config", str(config), "--out", str(tmp_path / "r"), "--cell", "7"]) == 2
+    assert "no such cell" in capsys.readouterr().err
