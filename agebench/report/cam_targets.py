@@ -1,0 +1,181 @@
+"""What Grad-CAM looks at in each model family: target layers, token-to-grid reshapes and the regression target.
+
+Why these layers:
+
+* ConvNeXt (and any timm convnet): the last stage, i.e. the deepest map that still has a spatial grid; timm's
+  ``feature_info`` names it for every convnet (``stages.3``, ``layer4``, ``blocks.6``...), so no per-model list.
+* ViT: ``blocks[-1].norm1``, the input of the last block's attention. The *output* of the last block is the
+  wrong hook: only the class token reaches the head after it, so the patch tokens' gradients are exactly zero
+  there. The tokens are reshaped to the patch grid read from the model (``num_prefix_tokens`` class/register
+  tokens dropped, ``patch_embed.grid_size`` rows x columns), never an assumed 1 + 14 x 14.
+* Hybrid (ConvNeXt trunk + encoder): both the last encoder layer (``layers[-1].norm1``, for the same reason as
+  ViT; class token dropped, tokens laid back on the trunk's H/32 x W/32 grid) and the trunk's last stage.
+
+The target is the regressed age itself (:class:`PredictedAge`): the map shows which regions raise the predicted age.
+
+Where the maps *should* look, on the synthetic set: the generator's region masks (bit flags, see
+:mod:`agebench.data.synthetic`) mark forehead, eye corners, nasolabial folds and hair; :func:`attention_share`
+scores a map by the share of its mass inside each region against a constant map's share (the region's area).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agebench.data.synthetic_faces import EYE_CORNERS, FOREHEAD, HAIR, NASOLABIAL
+from agebench.errors import UserError
+
+MASK_COLUMN = "mask"  # the synthetic generator's manifest column (agebench.data.synthetic)
+REGIONS = {"forehead": FOREHEAD, "eye_corners": EYE_CORNERS, "nasolabial": NASOLABIAL, "hair": HAIR}
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PredictedAge:
+    """Grad-CAM target: the model's output for one image (a scalar age), so gradients explain the prediction."""
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output if output.ndim == 0 else output.sum()
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """One layer to explain: a short label for figures, the module to hook, and how to make its output NCHW."""
+
+    label: str
+    module: nn.Module
+    reshape: Reshape | None = None
+    grid: tuple[int, int] | None = None  # the map's resolution before upsampling, when known up front
+
+
+def tokens_to_grid(num_prefix_tokens: int, grid: tuple[int, int]) -> Reshape:
+    """``[B, prefix + gh * gw, C]`` tokens -> ``[B, C, gh, gw]`` maps, dropping the prefix (class/register) tokens."""
+    gh, gw = grid
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, num_prefix_tokens:]
+        if patches.shape[1] != gh * gw:
+            raise ValueError(
+                f"{tokens.shape[1]} tokens do not fit {num_prefix_tokens} prefix tokens + a {gh}x{gw} grid; "
+                "explain at the image size the model was built for"
+            )
+        return patches.reshape(patches.shape[0], gh, gw, patches.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def vit_reshape(vit: nn.Module) -> tuple[Reshape, tuple[int, int]]:
+    """The token reshape of a timm ViT, from its own prefix-token count and patch grid."""
+    grid = tuple(int(g) for g in vit.patch_embed.grid_size)
+    return tokens_to_grid(int(vit.num_prefix_tokens), grid), grid  # type: ignore[arg-type]
+
+
+def _channels_first(num_chs: int) -> Reshape:
+    """Some timm models (Swin, ConvNeXt-V2 variants) emit NHWC maps: put channels first when they are last."""
+
+    def reshape(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4 and x.shape[1] != num_chs and x.shape[-1] == num_chs:
+            return x.permute(0, 3, 1, 2)
+        return x
+
+    return reshape
+
+
+def _is_vit(model: nn.Module) -> bool:
+    return all(hasattr(model, a) for a in ("num_prefix_tokens", "patch_embed", "blocks")) and hasattr(
+        model.patch_embed, "grid_size"
+    )
+
+
+def _last_stage(model: nn.Module, what: str) -> tuple[nn.Module, Reshape]:
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise UserError(f"{what}: no timm feature_info, so its last convolutional stage is unknown to Grad-CAM")
+    last = info[-1]
+    return model.get_submodule(last["module"]), _channels_first(int(last["num_chs"]))
+
+
+def _divided(img_size: tuple[int, int], stride: int) -> tuple[int, int]:
+    return img_size[0] // stride, img_size[1] // stride
+
+
+def cam_layers(backbone: nn.Module, img_size: int | tuple[int, int], name: str = "backbone") -> list[CamLayer]:
+    """The layers to explain for ``backbone`` (a registered backbone) at input size ``img_size``."""
+    from agebench.models.hybrid import ConvNeXtTransformer
+    from agebench.models.registry import TimmBackbone
+
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if isinstance(backbone, ConvNeXtTransformer):
+        stage, to_nchw = _last_stage(backbone.trunk, f"hybrid trunk of {name}")
+        stride = int(backbone.trunk.feature_info[-1]["reduction"])
+        grid = _divided(size, stride)
+        encoder = backbone.encoder.layers[-1]
+        return [
+            CamLayer("encoder (last layer)", encoder.norm1, tokens_to_grid(1, grid), grid),
+            CamLayer("trunk (last stage)", stage, to_nchw, grid),
+        ]
+    if isinstance(backbone, TimmBackbone):
+        model = backbone.model
+        if _is_vit(model):
+            reshape, grid = vit_reshape(model)
+            return [CamLayer("last block", model.blocks[-1].norm1, reshape, grid)]
+        stage, to_nchw = _last_stage(model, name)
+        reduction = int(model.feature_info[-1].get("reduction", 0) or 0)
+        return [CamLayer("last stage", stage, to_nchw, _divided(size, reduction) if reduction else None)]
+    raise UserError(
+        f"{name}: no Grad-CAM target layer known for backbone class {type(backbone).__name__} "
+        "(supported: convnext, vit, hybrid and timm: models)"
+    )
+
+
+def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean map per age-cue region, plus ``any`` (their union)."""
+    regions = {name: (mask & bit) > 0 for name, bit in REGIONS.items()}
+    regions["any"] = (mask & sum(REGIONS.values())) > 0
+    return regions
+
+
+def attention_share(maps: np.ndarray, masks: list[np.ndarray | None]) -> dict[str, Any]:
+    """Mean share of map mass per region, and the regions' mean area share (a constant map's score)."""
+    keys = [*REGIONS, "any"]
+    share: dict[str, list[float]] = {k: [] for k in keys}
+    area: dict[str, list[float]] = {k: [] for k in keys}
+    n_flat = 0
+    for cam, mask in zip(maps, masks, strict=True):
+        if mask is None:
+            continue
+        total = float(cam.sum())
+        if not total > 0:
+            n_flat += 1
+            continue
+        for key, region in region_masks(mask).items():
+            share[key].append(float(cam[region].sum()) / total)
+            area[key].append(float(region.mean()))
+
+    def mean(values: list[float]) -> float | None:
+        return round(float(np.mean(values)), 6) if values else None
+
+    return {
+        "n_images": len(share["any"]),
+        "n_flat": n_flat,
+        "share": {k: mean(v) for k, v in share.items()},
+        "uniform_baseline": {k: mean(v) for k, v in area.items()},
+    }
+
+
+def format_attention(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per entry: share inside the age-cue regions vs a constant map, for the terminal."""
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    return [
+        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])} of Grad-CAM mass in age-cue regions "
+        f"(uniform map: {pct(e['uniform_baseline']['any'])}; n={e['n_images']})"
+        for e in entries
+    ]
