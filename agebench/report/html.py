@@ -10,6 +10,7 @@ import base64
 import os
 from html import escape
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from agebench import __version__
@@ -68,6 +69,39 @@ def _table(rows: list[Row], base: Path) -> list[str]:
     return out + ["</tbody></table>"]
 
 
+ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "any")
+
+
+def _attention_table(cells: list[Cell]) -> list[str]:
+    """Share of Grad-CAM mass in the synthetic set's age-cue regions, next to what a constant map gets."""
+    rows = [(c, e) for c in cells for e in c.attention()]
+    if not rows:
+        return []
+
+    def pct(value: Any) -> str:
+        return "n/a" if not isinstance(value, (int, float)) else f"{100 * value:.1f}%"
+
+    out = [
+        "<h2>Where the models look (Grad-CAM attention share)</h2>",
+        "<p>Share of Grad-CAM mass inside the regions where the synthetic generator draws age cues, averaged "
+        "over the explained test faces; in brackets, the share a constant (uniform) map would get, i.e. the "
+        "regions' area. A model that uses the cues scores above its bracket.</p>",
+        "<table><thead><tr><th>data set</th><th>model</th><th>seed</th><th>layer</th><th>images</th>",
+    ]
+    out += [f"<th>{escape(r.replace('_', ' '))}</th>" for r in ATTENTION_REGIONS] + ["</tr></thead><tbody>"]
+    for cell, entry in rows:
+        share, uniform = entry.get("share", {}), entry.get("uniform_baseline", {})
+        values = "".join(
+            f"<td>{pct(share.get(r))} <small>({pct(uniform.get(r))})</small></td>" for r in ATTENTION_REGIONS
+        )
+        out.append(
+            f"<tr><td>{escape(cell.dataset)}</td><td>{escape(cell.model)}</td><td>{cell.seed}</td>"
+            f"<td>{escape(str(entry.get('label', entry.get('layer', ''))))}</td>"
+            f"<td>{escape(str(entry.get('n_images', '')))}</td>{values}</tr>"
+        )
+    return out + ["</tbody></table>"]
+
+
 def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base: str | Path) -> str:
     """The page as text; ``base`` is the folder the page will live in (report links are relative to it)."""
     base = Path(base).resolve()
@@ -99,6 +133,7 @@ def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base
     warnings = [w for r in rows for w in r.warnings]
     if warnings:
         parts += ["<h2>Warnings</h2>", "<ul>"] + [f"<li>{escape(w)}</li>" for w in warnings] + ["</ul>"]
+    parts += _attention_table(cells)
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No successful result cell: nothing to plot.</p>")

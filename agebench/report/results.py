@@ -93,6 +93,15 @@ class Cell:
             return f"{device or 'device not recorded'}, batch {batch}"
         return device
 
+    def attention(self) -> list[dict[str, Any]]:
+        """Grad-CAM attention shares written by `agebench explain` (explain/attention.json), if any."""
+        path = self.path / "explain" / "attention.json"
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        return [e for e in entries if isinstance(e, dict) and "share" in e and "uniform_baseline" in e]
+
     def report_links(self) -> list[tuple[str, Path]]:
         """Artifacts made by later tools (``agebench explain``) that a reader may want to open."""
         links = []
