@@ -33,11 +33,12 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format agebench tests scripts
 	$(BIN)/ruff check --fix agebench tests scripts
 
-synth: ## generate the embedded synthetic data set under $(SYNTH_DIR) if absent
-	@test -f $(SYNTH_DIR)/manifest.csv || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0
+synth: ## generate the embedded synthetic data set (with age-cue region masks) under $(SYNTH_DIR) if absent
+	@test -f $(SYNTH_DIR)/manifest.csv || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks
 
-bench: synth ## train the three small models on the synthetic set and write the leaderboard to $(RESULTS)/
+bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
+	@for run in $(RESULTS)/synth/*/seed*; do $(BIN)/agebench explain --run $$run --n 32 || exit 1; done
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
 clean: ## remove generated data, runs and results (keeps .venv)

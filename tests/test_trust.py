@@ -127,3 +127,22 @@ def test_two_gloo_processes_evaluate_each_test_image_once(tmp_path):
     assert b["mae"] == pytest.approx(a["mae"], abs=0.05)
     assert b["best_val_mae"] == pytest.approx(a["best_val_mae"], abs=0.05)
     assert from_dict(FitConfig, yaml.safe_load((tmp_path / "ddp/config.yaml").read_text())).trainer["devices"] == 2
+
+
+@pytest.mark.slow
+def test_documented_torchrun_line_runs_one_cell_on_two_cpu_ranks(tmp_path):
+    """experiments/cluster/torchrun.sh as the README gives it, with gloo on CPU instead of NCCL on GPUs."""
+    cfg = tiny_fit(tmp_path, "unused")
+    bench = {"models": ["convnext-atto"], "datasets": {"tiny": {"manifest": cfg.data.manifest}}, "seeds": [0],
+             "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
+             "data": {"img_size": 32, "batch_size": 4, "num_workers": 0}, "logger": {"kind": "none"},
+             "profile": {"batch_size": 2, "warmup": 1, "iters": 1}}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
+    env = dict(ENV, RESULTS=str(tmp_path / "results"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    run = subprocess.run(["bash", str(REPO / "experiments/cluster/torchrun.sh"), str(tmp_path / "bench.yaml"), "0",
+                          "2", "trainer.accelerator=cpu"], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    cell = tmp_path / "results/tiny/convnext-atto/seed0"
+    metrics = json.loads((cell / "metrics.json").read_text())
+    paths = [p for p, _, _ in read_predictions(cell / "predictions.csv")]
+    assert metrics["status"] == "ok" and len(paths) == len(set(paths)) == metrics["n_test"] == 8
