@@ -1,2 +1,3 @@
 """agebench: reproducible facial age estimation benchmarks."""
+
 __version__ = "0.1.0"

@@ -107,6 +107,12 @@ def build_module(cfg: FitConfig, train_ages: np.ndarray):
     )
 
 
+def wandb_offline() -> bool:
+    """W&B runs offline unless a key is configured (or WANDB_MODE=offline): nothing ever waits on the network."""
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+    return os.environ.get("WANDB_MODE") == "offline" or not has_key
+
+
 def build_logger(cfg: FitConfig, out_dir: Path):
     kind = cfg.logger.kind
     if kind == "none":
@@ -114,11 +120,8 @@ def build_logger(cfg: FitConfig, out_dir: Path):
     if kind == "csv":
         return pl.loggers.CSVLogger(save_dir=str(out_dir), name="logs", version="")
     if kind == "wandb":
-        # Offline unless a key is configured: nothing ever waits on the network.
-        has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
-        offline = os.environ.get("WANDB_MODE") == "offline" or not has_key
         return pl.loggers.WandbLogger(
-            project=cfg.logger.project, name=cfg.logger.name, save_dir=str(out_dir), offline=offline
+            project=cfg.logger.project, name=cfg.logger.name, save_dir=str(out_dir), offline=wandb_offline()
         )
     raise UserError(f"unknown logger.kind {kind!r} (csv, wandb, none)")
 
@@ -148,8 +151,10 @@ def _set_cpu_threads(kwargs: dict[str, Any], num_workers: int) -> None:
 
 def _warn_cpu_precision(kwargs: dict[str, Any]) -> None:
     if _on_cpu(kwargs) and "16" in str(kwargs.get("precision")):
-        print(f"agebench: warning: precision {kwargs['precision']!r} on CPU is emulated and much slower than "
-              "32-true (bf16 autocast is about 25x slower here); mixed precision is meant for GPUs")
+        print(
+            f"agebench: warning: precision {kwargs['precision']!r} on CPU is emulated and much slower than "
+            "32-true (bf16 autocast is about 25x slower here); mixed precision is meant for GPUs"
+        )
 
 
 def _resume_path(out_dir: Path, last: Path) -> str | None:

@@ -158,8 +158,12 @@ def test_killed_runner_reruns_only_the_missing_cell(tmp_path):
     assert json.loads((second / "metrics.json").read_text())["status"] == "ok"
 
 
-@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "experiments").rglob("*.yaml") if "fit" not in p.parts
-                                          and not p.name.startswith("_")))
+@pytest.mark.parametrize(
+    "config",
+    sorted(
+        str(p) for p in (REPO / "experiments").rglob("*.yaml") if "fit" not in p.parts and not p.name.startswith("_")
+    ),
+)
 def test_shipped_bench_configs_expand_into_valid_cells(config):
     from agebench.bench.plan import expand, load_bench_config
 

@@ -281,9 +281,15 @@ def test_html_shows_attention_shares_next_to_the_uniform_baseline(results: Path,
     explain = results / "synth" / "hybrid-atto" / "seed0" / "explain"
     explain.mkdir()
     regions = ("forehead", "eye_corners", "nasolabial", "hair", "any")
-    entry = {"model": "hybrid-atto", "dataset": "synth", "layer": "encoder.layers.0", "label": "encoder",
-             "n_images": 16, "share": dict(zip(regions, (0.1, 0.2, 0.15, 0.3, 0.65), strict=True)),
-             "uniform_baseline": dict(zip(regions, (0.05, 0.04, 0.06, 0.2, 0.35), strict=True))}
+    entry = {
+        "model": "hybrid-atto",
+        "dataset": "synth",
+        "layer": "encoder.layers.0",
+        "label": "encoder",
+        "n_images": 16,
+        "share": dict(zip(regions, (0.1, 0.2, 0.15, 0.3, 0.65), strict=True)),
+        "uniform_baseline": dict(zip(regions, (0.05, 0.04, 0.06, 0.2, 0.35), strict=True)),
+    }
     (explain / "attention.json").write_text(json.dumps([entry]))
     build_leaderboard(results, tmp_path / "page.html")
     html = (tmp_path / "page.html").read_text()

@@ -27,12 +27,23 @@ VOLATILE = {"train_seconds", "train_throughput", "peak_memory_mb", "checkpoint",
 
 def tiny_fit(tmp_path: Path, out: str, *overrides: str) -> FitConfig:
     manifest = make_image_set(tmp_path / "data", n=48, size=40, subjects=12)
-    return load_fit_config(None, [
-        f"data.manifest={manifest}", "data.img_size=32", "data.batch_size=8", "data.num_workers=0",
-        "model.name=convnext-atto", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", "logger.kind=none", "optim.lr=1e-3", f"out_dir={tmp_path / out}",
-        *overrides,
-    ])
+    return load_fit_config(
+        None,
+        [
+            f"data.manifest={manifest}",
+            "data.img_size=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "model.name=convnext-atto",
+            "trainer.max_epochs=2",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "logger.kind=none",
+            "optim.lr=1e-3",
+            f"out_dir={tmp_path / out}",
+            *overrides,
+        ],
+    )
 
 
 def stable(metrics: dict) -> dict:
@@ -53,13 +64,24 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
 
 def test_nan_cell_is_recorded_as_failed_never_as_a_number(tmp_path):
     cfg = tiny_fit(tmp_path, "unused")
-    bench = {"models": ["convnext-atto"], "datasets": {"tiny": {"manifest": cfg.data.manifest}}, "seeds": [0],
-             "trainer": cfg.trainer, "data": {"img_size": 32, "batch_size": 8, "num_workers": 0},
-             "optim": {"lr": 1e30, "warmup_frac": 0.0}, "logger": {"kind": "none"}}
+    bench = {
+        "models": ["convnext-atto"],
+        "datasets": {"tiny": {"manifest": cfg.data.manifest}},
+        "seeds": [0],
+        "trainer": cfg.trainer,
+        "data": {"img_size": 32, "batch_size": 8, "num_workers": 0},
+        "optim": {"lr": 1e30, "warmup_frac": 0.0},
+        "logger": {"kind": "none"},
+    }
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     results = tmp_path / "results"
-    code = subprocess.run([sys.executable, "-m", "agebench", "bench", "--config", str(tmp_path / "bench.yaml"),
-                           "--out", str(results)], env=ENV, capture_output=True, text=True, timeout=300).returncode
+    code = subprocess.run(
+        [sys.executable, "-m", "agebench", "bench", "--config", str(tmp_path / "bench.yaml"), "--out", str(results)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).returncode
     assert code == 1
     record = json.loads((results / "tiny/convnext-atto/seed0/metrics.json").read_text())
     assert record["status"] == "failed" and "training loss is" in record["error"]
@@ -68,22 +90,39 @@ def test_nan_cell_is_recorded_as_failed_never_as_a_number(tmp_path):
 
 def _cell_dir(tmp_path: Path, name: str, max_epochs: int = 3) -> Path:
     cfg = tiny_fit(tmp_path, "unused", f"trainer.max_epochs={max_epochs}")
-    bench = {"models": ["convnext-atto"], "datasets": {"tiny": {"manifest": cfg.data.manifest}}, "seeds": [0],
-             "trainer": cfg.trainer, "data": to_dict(cfg)["data"] | {"manifest": cfg.data.manifest},
-             "optim": {"lr": 1e-3}, "logger": {"kind": "none"}, "profile": {"batch_size": 2, "warmup": 1, "iters": 1}}
+    bench = {
+        "models": ["convnext-atto"],
+        "datasets": {"tiny": {"manifest": cfg.data.manifest}},
+        "seeds": [0],
+        "trainer": cfg.trainer,
+        "data": to_dict(cfg)["data"] | {"manifest": cfg.data.manifest},
+        "optim": {"lr": 1e-3},
+        "logger": {"kind": "none"},
+        "profile": {"batch_size": 2, "warmup": 1, "iters": 1},
+    }
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(bench))
     (cell,) = expand(load_bench_config(tmp_path / f"{name}.yaml"), tmp_path / name)
     cell_dir = Path(cell.fit["out_dir"])
     cell_dir.mkdir(parents=True)
-    spec = {"dataset": cell.dataset, "model": cell.model, "seed": cell.seed, "fit": cell.fit,
-            "profile": vars(cell.profile), "config_hash": cell.config_hash}
+    spec = {
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "seed": cell.seed,
+        "fit": cell.fit,
+        "profile": vars(cell.profile),
+        "config_hash": cell.config_hash,
+    }
     (cell_dir / "cell.json").write_text(json.dumps(spec))
     return cell_dir
 
 
 def _run_cell(cell_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agebench.bench.cell", str(cell_dir)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "agebench.bench.cell", str(cell_dir)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_cell_killed_after_first_checkpoint_resumes_to_identical_metrics(tmp_path):
@@ -117,8 +156,14 @@ def test_two_gloo_processes_evaluate_each_test_image_once(tmp_path):
     for name, cfg in (("single", single), ("ddp", ddp)):
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(to_dict(cfg)))
-        run = subprocess.run([sys.executable, "-m", "agebench", "fit", "--config", str(path)], env=ENV,
-                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        run = subprocess.run(
+            [sys.executable, "-m", "agebench", "fit", "--config", str(path)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     a = json.loads((tmp_path / "single/metrics.json").read_text())
     b = json.loads((tmp_path / "ddp/metrics.json").read_text())
@@ -133,16 +178,46 @@ def test_two_gloo_processes_evaluate_each_test_image_once(tmp_path):
 def test_documented_torchrun_line_runs_one_cell_on_two_cpu_ranks(tmp_path):
     """experiments/cluster/torchrun.sh as the README gives it, with gloo on CPU instead of NCCL on GPUs."""
     cfg = tiny_fit(tmp_path, "unused")
-    bench = {"models": ["convnext-atto"], "datasets": {"tiny": {"manifest": cfg.data.manifest}}, "seeds": [0],
-             "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
-             "data": {"img_size": 32, "batch_size": 4, "num_workers": 0}, "logger": {"kind": "none"},
-             "profile": {"batch_size": 2, "warmup": 1, "iters": 1}}
+    bench = {
+        "models": ["convnext-atto"],
+        "datasets": {"tiny": {"manifest": cfg.data.manifest}},
+        "seeds": [0],
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
+        "data": {"img_size": 32, "batch_size": 4, "num_workers": 0},
+        "logger": {"kind": "none"},
+        "profile": {"batch_size": 2, "warmup": 1, "iters": 1},
+    }
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(bench))
     env = dict(ENV, RESULTS=str(tmp_path / "results"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    run = subprocess.run(["bash", str(REPO / "experiments/cluster/torchrun.sh"), str(tmp_path / "bench.yaml"), "0",
-                          "2", "trainer.accelerator=cpu"], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            "bash",
+            str(REPO / "experiments/cluster/torchrun.sh"),
+            str(tmp_path / "bench.yaml"),
+            "0",
+            "2",
+            "trainer.accelerator=cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     cell = tmp_path / "results/tiny/convnext-atto/seed0"
     metrics = json.loads((cell / "metrics.json").read_text())
     paths = [p for p, _, _ in read_predictions(cell / "predictions.csv")]
     assert metrics["status"] == "ok" and len(paths) == len(set(paths)) == metrics["n_test"] == 8
+
+
+def test_wandb_is_offline_without_a_key_or_when_asked(monkeypatch, tmp_path):
+    from agebench.train import wandb_offline
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_offline()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert not wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline()

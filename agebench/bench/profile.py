@@ -97,10 +97,19 @@ def profile_model(
         model = model.to(torch.bfloat16)
     params, trainable = count_parameters(model)
     flops = gflops(model, img_size, device)
-    latency = time_forward(model, 1, img_size, device, precision=precision, channels_last=channels_last,
-                           warmup=warmup, iters=iters)
-    batch_time = time_forward(model, batch_size, img_size, device, precision=precision,
-                              channels_last=channels_last, warmup=max(2, warmup // 2), iters=max(5, iters // 3))
+    latency = time_forward(
+        model, 1, img_size, device, precision=precision, channels_last=channels_last, warmup=warmup, iters=iters
+    )
+    batch_time = time_forward(
+        model,
+        batch_size,
+        img_size,
+        device,
+        precision=precision,
+        channels_last=channels_last,
+        warmup=max(2, warmup // 2),
+        iters=max(5, iters // 3),
+    )
     return {
         "params": params,
         "trainable_params": trainable,

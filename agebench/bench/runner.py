@@ -66,7 +66,10 @@ def run_cell_process(cell: Cell, cell_dir: Path, progress: Progress | None, task
     cmd = [sys.executable, "-m", "agebench.bench.cell", str(cell_dir)]
     with open(cell_dir / "cell.log", "ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         assert proc.stdout is not None
@@ -97,12 +100,22 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def cell_spec(cell: Cell) -> dict[str, Any]:
-    return {"dataset": cell.dataset, "model": cell.model, "seed": cell.seed, "fit": cell.fit,
-            "profile": asdict(cell.profile), "config_hash": cell.config_hash}
+    return {
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "seed": cell.seed,
+        "fit": cell.fit,
+        "profile": asdict(cell.profile),
+        "config_hash": cell.config_hash,
+    }
 
 
-def list_cells(config: str | os.PathLike[str], results: str | os.PathLike[str],
-               overrides: list[str] | None = None, console: Console | None = None) -> int:
+def list_cells(
+    config: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> int:
     """Print the cells with their index (for --cell, e.g. as a SLURM array task id) and state."""
     console = console or Console()
     for i, cell in enumerate(expand(load_bench_config(config, overrides), results)):
@@ -110,8 +123,9 @@ def list_cells(config: str | os.PathLike[str], results: str | os.PathLike[str],
     return 0
 
 
-def run_one_cell(config: str | os.PathLike[str], results: str | os.PathLike[str], which: str,
-                 overrides: list[str] | None = None) -> int:
+def run_one_cell(
+    config: str | os.PathLike[str], results: str | os.PathLike[str], which: str, overrides: list[str] | None = None
+) -> int:
     """Run cell ``which`` (an index or a dataset/model/seedK key) in this process.
 
     This is the form for launchers that start every rank themselves (torchrun, srun): all ranks run the
@@ -126,21 +140,32 @@ def run_one_cell(config: str | os.PathLike[str], results: str | os.PathLike[str]
     elif which in keys:
         cell = cells[keys.index(which)]
     else:
-        raise UserError(f"--cell {which!r}: no such cell; there are {len(cells)} (0..{len(cells) - 1}): "
-                        + ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))
+        raise UserError(
+            f"--cell {which!r}: no such cell; there are {len(cells)} (0..{len(cells) - 1}): "
+            + ", ".join(keys[:10])
+            + (" ..." if len(keys) > 10 else "")
+        )
     cell_dir = Path(cell.fit["out_dir"])
     state = cell_state(cell, cell_dir)
     if state == "done":
         print(f"{cell.key}: already finished ({cell_dir / 'metrics.json'})")
         return 0
     if state in ("stale", "failed"):
-        raise UserError(f"{cell.key}: {cell_dir} holds a {state} run; remove it (or rerun with the runner's "
-                        "--force) before running this cell alone")
+        raise UserError(
+            f"{cell.key}: {cell_dir} holds a {state} run; remove it (or rerun with the runner's "
+            "--force) before running this cell alone"
+        )
     return run_cell(cell_dir, cell_spec(cell))
 
 
-def run_bench(config: str | os.PathLike[str], results: str | os.PathLike[str], *, force: bool = False,
-              overrides: list[str] | None = None, console: Console | None = None) -> int:
+def run_bench(
+    config: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+) -> int:
     """Returns 0 when every cell finished ok, 1 when any failed."""
     console = console or Console()
     results = Path(results)
@@ -148,8 +173,10 @@ def run_bench(config: str | os.PathLike[str], results: str | os.PathLike[str], *
     for ds in {c.dataset: c for c in cells}.values():
         manifest = Path(ds.fit["data"]["manifest"])
         if not manifest.is_file():
-            raise UserError(f"data set {ds.dataset!r}: manifest {manifest} not found "
-                            "(`agebench synth --out DIR` or `agebench prepare ...` makes one)")
+            raise UserError(
+                f"data set {ds.dataset!r}: manifest {manifest} not found "
+                "(`agebench synth --out DIR` or `agebench prepare ...` makes one)"
+            )
     plan = []
     for cell in cells:
         cell_dir = Path(cell.fit["out_dir"])
@@ -163,8 +190,13 @@ def run_bench(config: str | os.PathLike[str], results: str | os.PathLike[str], *
         elif state == "resume":
             console.print(f"  {cell.key}: interrupted earlier, resuming from its last checkpoint")
     failures = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("[dim]{task.fields[status]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[status]}"),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("cells", total=len(todo), status="")
         for cell, cell_dir, state in todo:
@@ -192,5 +224,7 @@ def _summarise(cell_dir: Path) -> str | None:
         return None
     if m.get("status") != "ok":
         return None
-    return (f"MAE {m['mae']:.2f} (mean predictor {m['baseline_mae']:.2f}), CS@5 {m['cs5']:.3f}, "
-            f"{m['params'] / 1e6:.2f}M params, {m['latency_ms']:.2f} ms, {m['wall_seconds']:.0f} s")
+    return (
+        f"MAE {m['mae']:.2f} (mean predictor {m['baseline_mae']:.2f}), CS@5 {m['cs5']:.3f}, "
+        f"{m['params'] / 1e6:.2f}M params, {m['latency_ms']:.2f} ms, {m['wall_seconds']:.0f} s"
+    )

@@ -17,8 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--force", action="store_true", help="rerun finished cells too")
     p.add_argument("--list", action="store_true", help="list the cells with their index and state, run nothing")
-    p.add_argument("--cell", default=None, metavar="INDEX|KEY",
-                   help="run only this cell, in this process (for torchrun / srun, which start every rank)")
+    p.add_argument(
+        "--cell",
+        default=None,
+        metavar="INDEX|KEY",
+        help="run only this cell, in this process (for torchrun / srun, which start every rank)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. trainer.max_epochs=2")
 
 

@@ -37,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or ("bf16-mixed" if device.startswith("cuda") else "32-true")
     backbone, head = build_model(args.model, img_size=args.img_size)
     result = profile_model(
-        nn.Sequential(backbone, head), img_size=args.img_size, batch_size=args.batch_size, device=device,
-        precision=precision, channels_last=args.channels_last, warmup=args.warmup, iters=args.iters,
+        nn.Sequential(backbone, head),
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        device=device,
+        precision=precision,
+        channels_last=args.channels_last,
+        warmup=args.warmup,
+        iters=args.iters,
     )
     result = {"model": args.model, **result}
     if args.json:
@@ -46,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     p = result["profile"]
     gflops = "n/a" if result["gflops"] is None else f"{result['gflops']:.2f}"
-    print(f"{args.model} @ {p['img_size']} px on {p['device']}, {p['precision']}"
-          f"{', channels_last' if p['channels_last'] else ''}")
+    print(
+        f"{args.model} @ {p['img_size']} px on {p['device']}, {p['precision']}"
+        f"{', channels_last' if p['channels_last'] else ''}"
+    )
     print(f"  params      {result['params'] / 1e6:.2f} M ({result['trainable_params'] / 1e6:.2f} M trainable)")
     print(f"  GFLOPs      {gflops} (batch 1, multiply-add = 2 FLOPs)")
     print(f"  latency     {result['latency_ms']:.2f} ms (batch 1, median of {p['iters']} after {p['warmup']} warmup)")
