@@ -217,7 +217,8 @@ def fit(
 
     best_path = Path(best.best_model_path) if best.best_model_path else last
     _load_weights(module, best_path)
-    device = module.device if module.device.type != "meta" else torch.device("cpu")
+    # Lightning moves the module back to the CPU when fit ends: evaluate on the device that trained it.
+    device = trainer.strategy.root_device
     preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"))
     write_predictions(out_dir / "predictions.csv", preds)
     _, ages, pred = zip(*read_predictions(out_dir / "predictions.csv"), strict=True)

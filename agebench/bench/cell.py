@@ -58,7 +58,6 @@ def failed_record(spec: dict[str, Any], error: str, wall: float) -> dict[str, An
 
 def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     """Run the cell in this process (all ranks call it under DDP); ``spec`` defaults to CELL_DIR/cell.json."""
-    import torch
 
     from agebench.bench.profile import device_name, profile_model
     from agebench.bench.provenance import provenance
@@ -86,7 +85,7 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     if not metrics:  # not global rank 0: rank 0 evaluates and writes
         return 0
     module = metrics.pop("module")
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu")
+    device = next(module.parameters()).device  # fit leaves it on the device it trained and evaluated on
     precision = str(cfg.trainer.get("precision", "32-true"))
     prof = spec["profile"]
     profile = profile_model(
