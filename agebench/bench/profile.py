@@ -30,12 +30,16 @@ def _sync(device: torch.device) -> None:
 
 
 def gflops(model: nn.Module, img_size: int, device: torch.device) -> float | None:
-    """Forward FLOPs at batch 1 (None when an op is unsupported by the counter)."""
+    """Forward FLOPs at batch 1 (None when an op is unsupported by the counter).
+
+    Counted with autograd on: under ``no_grad`` in eval mode, ``nn.TransformerEncoderLayer`` takes PyTorch's
+    fused fast path, whose single op the counter does not know, so the hybrid's encoder would count as zero.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(1, 3, img_size, img_size, device=device)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     except Exception:  # noqa: BLE001 - a model the counter cannot trace still gets timed
         return None
