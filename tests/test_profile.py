@@ -31,8 +31,10 @@ def test_gflops_include_the_hybrid_encoder() -> None:
 def test_profile_model_reports_costs_and_settings() -> None:
     backbone, head = build_model("convnext-atto", img_size=64)
     result = profile_model(nn.Sequential(backbone, head), img_size=64, batch_size=2, warmup=1, iters=2)
-    assert result["params"] == result["trainable_params"] == sum(p.numel() for p in backbone.parameters()) + sum(
-        p.numel() for p in head.parameters()
+    assert (
+        result["params"]
+        == result["trainable_params"]
+        == sum(p.numel() for p in backbone.parameters()) + sum(p.numel() for p in head.parameters())
     )
     assert result["gflops"] > 0 and result["latency_ms"] > 0 and result["throughput"] > 0
     assert result["profile"] | {"device": None} == {
