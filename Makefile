@@ -38,7 +38,7 @@ synth: ## generate the embedded synthetic data set (with age-cue region masks) u
 
 bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
-	@for run in $(RESULTS)/synth/*/seed*; do $(BIN)/agebench explain --run $$run --n 32 || exit 1; done
+	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n 32 --out $(RESULTS)/explain
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
 clean: ## remove generated data, runs and results (keeps .venv)

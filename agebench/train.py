@@ -214,6 +214,8 @@ def fit(
     train_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
+    if _on_cpu(kwargs) and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)  # the other ranks are done: evaluate and profile on every core
 
     best_path = Path(best.best_model_path) if best.best_model_path else last
     _load_weights(module, best_path)

@@ -40,6 +40,19 @@ def test_batches_have_the_documented_keys_and_shapes(image_set):
     assert batch["age"].dtype == torch.float32 and len(batch["path"]) == 4
 
 
+def test_a_cache_smaller_than_the_training_size_is_not_upsampled(image_set, capsys):
+    from agebench.data.cache import build_cache
+
+    build_cache(image_set, size=16, workers=0, progress=False)
+    small = AgeDataModule(image_set, img_size=16, num_workers=0)
+    small.setup()
+    assert small.datasets["train"].cache is not None and capsys.readouterr().err == ""
+    big = AgeDataModule(image_set, img_size=32, num_workers=0)
+    big.setup()
+    assert big.datasets["train"].cache is None
+    assert "16 px crops, smaller than img_size 32: reading the images instead" in capsys.readouterr().err
+
+
 def test_prepare_data_assigns_no_state(image_set):
     dm = AgeDataModule(image_set, img_size=32)
     before = copy.copy(dm.__dict__)

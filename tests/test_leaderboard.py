@@ -295,6 +295,12 @@ def test_html_shows_attention_shares_next_to_the_uniform_baseline(results: Path,
     html = (tmp_path / "page.html").read_text()
     assert "Grad-CAM attention share" in html
     assert "65.0% <small>(35.0%)</small>" in html and "<td>encoder</td>" in html
+    assert "side by side" not in html
+    (results / "explain").mkdir()
+    (results / "explain" / "gradcam.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    build_leaderboard(results, tmp_path / "site" / "page.html")
+    html = (tmp_path / "site" / "page.html").read_text()
+    assert 'side by side: <a href="../RESULTS/explain/gradcam.png">' in html
 
 
 def test_output_is_byte_identical_across_runs(results: Path, tmp_path: Path) -> None:

@@ -298,6 +298,24 @@ def test_hybrid_position_embedding_follows_img_size_and_is_resampled_for_other_s
         create_backbone("hybrid-atto", img_size=16)
 
 
+def test_hybrid_average_pooling_has_no_class_token_and_explains_every_token() -> None:
+    from agebench.report.cam_targets import cam_layers
+
+    backbone = create_backbone("hybrid-atto", img_size=64, pool="avg", trunk_kwargs={"conv_mlp": False})
+    assert backbone.cls_token is None and backbone.num_prefix_tokens == 0
+    assert backbone.pos_embed.shape == (1, 2 * 2, backbone.num_features)
+    backbone.eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(backbone(x), backbone.forward_features(x).mean(dim=1))
+    assert backbone.forward_features(torch.randn(1, 3, 96, 96)).shape == (1, 3 * 3, backbone.num_features)
+    encoder_layer = cam_layers(backbone, 64)[0]
+    tokens = torch.randn(2, 4, backbone.num_features)
+    assert encoder_layer.reshape(tokens).shape == (2, backbone.num_features, 2, 2)  # no token dropped
+    assert not backbone.trunk.stages[0].blocks[0].use_conv_mlp  # trunk_kwargs reach timm
+    with pytest.raises(ValueError, match="'cls' or 'avg'"):
+        create_backbone("hybrid-atto", img_size=64, pool="max")
+
+
 # ---------------------------------------------------------------- pretrained weights
 
 

@@ -51,6 +51,21 @@ def test_rerun_into_earlier_output_overwrites_it_exactly(tmp_path: Path) -> None
     assert _tree(tmp_path / "out") == _tree(fresh)  # no stale images from the bigger first run
 
 
+def test_cache_size_writes_a_cache_of_the_images_that_a_rerun_replaces(tmp_path: Path) -> None:
+    from agebench.data.cache import cache_files, open_cache
+    from agebench.data.faces import crop
+    from agebench.data.images import read_rgb
+
+    manifest = load_manifest(generate(tmp_path / "c", n=12, seed=0, size=48, cache_size=32, progress=False))
+    cache = open_cache(manifest.file)
+    assert cache is not None and cache.size == 32
+    for r in manifest.records:  # the cache holds the written JPEGs' crops, not the undecoded renders
+        assert np.array_equal(cache.get(r.path), crop(read_rgb(manifest.image_path(r)), None, 32))
+    generate(tmp_path / "c", n=12, seed=1, size=48, progress=False)  # same paths, other pixels
+    assert not any(f.exists() for f in cache_files(manifest.file))
+    assert open_cache(manifest.file) is None
+
+
 def test_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty"):

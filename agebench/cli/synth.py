@@ -21,6 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--noise-sigma", type=float, default=2.5, help="sd of apparent minus true age, in years (default: 2.5)"
     )
     p.add_argument("--masks", action="store_true", help="also write age-cue region masks (bits: see data docs)")
+    p.add_argument(
+        "--cache-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="also write a PX x PX uint8 cache that training reads instead of the JPEGs (as agebench prepare)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes to draw with (default: CPU cores, max 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -41,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         masks=args.masks,
         workers=args.workers,
         progress=not args.quiet,
+        cache_size=args.cache_size,
     )
     elapsed = time.perf_counter() - start
     workers = resolve_workers(args.workers, args.n)

@@ -167,9 +167,19 @@ class AgeDataModule(pl.LightningDataModule):
     def _open_cache(self):
         if not self.use_cache:
             return None
+        import sys
+
         from agebench.data.cache import open_cache
 
-        return open_cache(self.manifest_file)
+        cache = open_cache(self.manifest_file)
+        if cache is not None and cache.size < self.img_size:  # upsampling a small cache would blur every image
+            print(
+                f"agebench: warning: {cache.file} holds {cache.size} px crops, smaller than img_size "
+                f"{self.img_size}: reading the images instead (rebuild the cache at >= {self.img_size} px)",
+                file=sys.stderr,
+            )
+            return None
+        return cache
 
     @property
     def leaky(self) -> bool:

@@ -264,8 +264,11 @@ def _prepare_out(out: Path) -> None:
         )
     for sub in ("images", "masks"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    for name in (MANIFEST, MARKER):
-        (out / name).unlink(missing_ok=True)
+    from agebench.data.cache import cache_files
+
+    # The cache is keyed by paths, which a new seed reuses: an old one would serve the previous run's pixels.
+    for path in (out / MANIFEST, out / MARKER, *cache_files(out / MANIFEST)):
+        path.unlink(missing_ok=True)
 
 
 def _check(n: int, seed: int, size: int, noise_sigma: float, workers: int | None) -> None:
@@ -301,8 +304,13 @@ def generate(
     masks: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    cache_size: int | None = None,
 ) -> Path:
-    """Write the data set under `out` and return its manifest path; see the module docstring for the contract."""
+    """Write the data set under `out` and return its manifest path; see the module docstring for the contract.
+
+    ``cache_size`` also writes the uint8 crop cache (agebench.data.cache) that training then reads instead of
+    decoding JPEGs: on a CPU-only machine decoding is a tenth of a small model's training step.
+    """
     out = Path(out)
     _check(n, seed, size, noise_sigma, workers)
     _prepare_out(out)
@@ -319,7 +327,12 @@ def generate(
     (out / MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
     rows, jobs = plan(n, seed, size, noise_sigma, masks)
     _run(jobs, out, resolve_workers(workers, n), progress)
-    return write_manifest(rows, out / MANIFEST)
+    manifest = write_manifest(rows, out / MANIFEST)
+    if cache_size:
+        from agebench.data.cache import build_cache
+
+        build_cache(manifest, size=cache_size, workers=resolve_workers(workers, n), progress=progress)
+    return manifest
 
 
 def _run(jobs: list[ImageJob], out: Path, workers: int, progress: bool) -> None:

@@ -62,17 +62,25 @@ class ConvNeXtTransformer(nn.Module):
         dropout: float = 0.0,
         drop_path_rate: float = 0.0,
         pretrained: bool = False,
+        pool: str = "cls",
+        trunk_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if pool not in ("cls", "avg"):
+            raise ValueError(f"hybrid pool must be 'cls' or 'avg', got {pool!r}")
         import timm
 
-        self.trunk = timm.create_model(trunk, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate)
+        self.trunk = timm.create_model(
+            trunk, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate, **(trunk_kwargs or {})
+        )
         trunk_dim = int(self.trunk.num_features)
         self.proj: nn.Module = nn.Identity() if trunk_dim == width else nn.Linear(trunk_dim, width)
         self.grid_size = _grid(img_size)
         num_tokens = self.grid_size[0] * self.grid_size[1]
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_tokens, width))
+        self.pool = pool
+        self.num_prefix_tokens = 1 if pool == "cls" else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_tokens, width))
         layer = nn.TransformerEncoderLayer(
             d_model=width,
             nhead=num_heads,
@@ -88,7 +96,8 @@ class ConvNeXtTransformer(nn.Module):
         self.num_features = width
         # timm ViT initialisation for the new embeddings.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised last trunk map ``[B, C, H/32, W/32]``."""
@@ -98,20 +107,21 @@ class ConvNeXtTransformer(nn.Module):
         if grid == self.grid_size:
             return self.pos_embed
         return resample_abs_pos_embed(
-            self.pos_embed, new_size=list(grid), old_size=list(self.grid_size), num_prefix_tokens=1
+            self.pos_embed, new_size=list(grid), old_size=list(self.grid_size), num_prefix_tokens=self.num_prefix_tokens
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoded tokens ``[B, 1 + N, width]``, class token first (timm ViT convention)."""
+        """Encoded tokens ``[B, num_prefix_tokens + N, width]``, class token (if any) first, as in timm ViTs."""
         fmap = self.feature_map(x)
         grid = (fmap.shape[-2], fmap.shape[-1])
         tokens = self.proj(fmap.flatten(2).transpose(1, 2))
-        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1) + self._pos_embed(grid)
-        return self.norm(self.encoder(tokens))
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.norm(self.encoder(tokens + self._pos_embed(grid)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[:, 0]
+        tokens = self.forward_features(x)
+        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
 
 
 @register_backbone(

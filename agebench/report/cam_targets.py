@@ -116,7 +116,7 @@ def cam_layers(backbone: nn.Module, img_size: int | tuple[int, int], name: str =
         grid = _divided(size, stride)
         encoder = backbone.encoder.layers[-1]
         return [
-            CamLayer("encoder (last layer)", encoder.norm1, tokens_to_grid(1, grid), grid),
+            CamLayer("encoder (last layer)", encoder.norm1, tokens_to_grid(backbone.num_prefix_tokens, grid), grid),
             CamLayer("trunk (last stage)", stage, to_nchw, grid),
         ]
     if isinstance(backbone, TimmBackbone):

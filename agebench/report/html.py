@@ -134,6 +134,13 @@ def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base
     if warnings:
         parts += ["<h2>Warnings</h2>", "<ul>"] + [f"<li>{escape(w)}</li>" for w in warnings] + ["</ul>"]
     parts += _attention_table(cells)
+    # `agebench explain --run A --run B ... --out RESULTS/explain` (as `make bench` runs it): the comparison grid.
+    for grid in sorted({c.path.parents[2] / "explain" / "gradcam.png" for c in cells}):
+        if grid.is_file():
+            parts.append(
+                f'<p>Grad-CAM of the models on the same test faces, side by side: <a href="{_link(grid, base)}">'
+                f"{escape(grid.parent.name)}/{escape(grid.name)}</a>.</p>"
+            )
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No successful result cell: nothing to plot.</p>")
