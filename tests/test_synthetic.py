@@ -82,6 +82,26 @@ def test_bad_parameters_are_user_errors(tmp_path: Path, kwargs: dict[str, float]
         generate(tmp_path / "x", progress=False, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_splits_are_age_stratified_so_test_ages_look_like_train_ages(seed: int) -> None:
+    rows, _ = plan(5000, seed, 64, 2.5, masks=False)
+    ages = {s: np.array([r["age"] for r in rows if r["split"] == s]) for s in ("train", "val", "test")}
+    shares = {s: len(a) / len(rows) for s, a in ages.items()}
+    assert shares == pytest.approx(synthetic.SPLIT_SHARES, abs=0.02)
+    for split in ("val", "test"):
+        assert abs(ages[split].mean() - ages["train"].mean()) < 2.0
+        for lo, hi in ((0, 10), (60, 70), (70, 101)):  # the thin ends, where a shuffled split drifts most
+            here, train = (np.mean((a >= lo) & (a < hi)) for a in (ages[split], ages["train"]))
+            tolerance = 0.02 if split == "test" else 0.035  # val is 100 subjects of 2-8 images each
+            assert abs(here - train) < tolerance, (split, lo, here, train)
+
+
+@pytest.mark.parametrize("n", [10, 11, 17, 25])
+def test_tiny_sets_still_get_every_split(n: int) -> None:
+    rows, _ = plan(n, 0, 32, 2.5, masks=False)
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
 def test_manifest_is_valid_subject_exclusive_with_a_long_upper_tail(learn_set: Manifest) -> None:
     assert learn_set.leaks() == {}
     assert all(learn_set.split(s) for s in ("train", "val", "test"))
