@@ -316,6 +316,16 @@ def test_hybrid_average_pooling_has_no_class_token_and_explains_every_token() ->
         create_backbone("hybrid-atto", img_size=64, pool="max")
 
 
+def test_zero_init_residual_hybrid_starts_as_its_trunk_and_still_learns_the_encoder() -> None:
+    torch.manual_seed(0)
+    backbone = create_backbone("hybrid-atto", img_size=64, pool="avg", zero_init_residual=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    tokens = backbone.proj(backbone.feature_map(x).flatten(2).transpose(1, 2)) + backbone.pos_embed
+    torch.testing.assert_close(backbone(x), backbone.norm(tokens).mean(dim=1))  # every layer is the identity
+    backbone(x).square().sum().backward()
+    assert all(layer.linear2.weight.grad.abs().sum() > 0 for layer in backbone.encoder.layers)
+
+
 # ---------------------------------------------------------------- pretrained weights
 
 

@@ -14,6 +14,15 @@ def test_gflops_counts_a_multiply_add_as_two() -> None:
     assert gflops(model, 8, torch.device("cpu")) == 2 * 3 * 8 * 8 * 10 / 1e9
 
 
+def test_gflops_count_attention_on_cpu_too() -> None:
+    class Attention(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.reshape(1, 3, 8, 8)  # 3 heads, 8 tokens of 8 dims
+            return torch.nn.functional.scaled_dot_product_attention(t, t, t)
+
+    assert gflops(Attention(), 8, torch.device("cpu")) == 2 * (2 * 3 * 8 * 8 * 8) / 1e9  # q k^T, then (.) v
+
+
 def test_gflops_include_the_hybrid_encoder() -> None:
     """The encoder's fused eval fast path must not hide its FLOPs (it once counted as zero)."""
     backbone, _ = build_model("hybrid-atto", img_size=64)

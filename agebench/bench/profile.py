@@ -29,17 +29,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _attention_flops(query_shape, key_shape, value_shape, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of softmax(q k^T) v from the operand shapes (the formula torch uses for its GPU kernels)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def gflops(model: nn.Module, img_size: int, device: torch.device) -> float | None:
-    """Forward FLOPs at batch 1 (None when an op is unsupported by the counter).
+    """Forward FLOPs at batch 1 (None when the counter cannot run the model).
 
     Counted with autograd on: under ``no_grad`` in eval mode, ``nn.TransformerEncoderLayer`` takes PyTorch's
     fused fast path, whose single op the counter does not know, so the hybrid's encoder would count as zero.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    # torch counts the GPU attention kernels but not the CPU one: give it the same formula.
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {cpu_attention: _attention_flops} if cpu_attention is not None else {}
     x = torch.randn(1, 3, img_size, img_size, device=device)
     try:
-        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        with torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
             model(x)
     except Exception:  # noqa: BLE001 - a model the counter cannot trace still gets timed
         return None

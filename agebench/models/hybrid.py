@@ -64,6 +64,7 @@ class ConvNeXtTransformer(nn.Module):
         pretrained: bool = False,
         pool: str = "cls",
         trunk_kwargs: dict[str, Any] | None = None,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if pool not in ("cls", "avg"):
@@ -98,6 +99,11 @@ class ConvNeXtTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if zero_init_residual:  # each encoder layer starts as the identity: training begins from the trunk alone
+            for enc_layer in self.encoder.layers:
+                for out in (enc_layer.self_attn.out_proj, enc_layer.linear2):
+                    nn.init.zeros_(out.weight)
+                    nn.init.zeros_(out.bias)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised last trunk map ``[B, C, H/32, W/32]``."""
