@@ -23,6 +23,12 @@ here is ConvNeXt-Tiny + one encoder layer of width 768 with 8 heads and PyTorch'
 ``hybrid-atto`` puts a 2-layer, 160-wide encoder on ConvNeXt-Atto (320 channels, so the projection is
 exercised); it is for CPU smoke runs and tests.
 
+Options for training from scratch (the CPU bench uses both on hybrid-atto; the paper's hybrid keeps the
+defaults): ``pool="avg"`` averages the encoded tokens instead of reading a class token, and
+``zero_init_residual=True`` zeroes each encoder layer's output projections, so that every layer starts as the
+identity and the model starts as its trunk. From scratch on the synthetic set (7 epochs, lr 1.5e-3) this took
+hybrid-atto's test MAE from 7.87 to 6.82 years. ``trunk_kwargs`` go to ``timm.create_model`` for the trunk.
+
 The position embedding is sized for ``img_size`` (``(img_size // 32) ** 2`` tokens); fed another size,
 the model resamples it bicubically (as timm ViTs do), so evaluation at a different size still runs.
 For Grad-CAM, the last convolutional map is ``trunk.stages[-1]``.
@@ -49,7 +55,8 @@ def _grid(img_size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 class ConvNeXtTransformer(nn.Module):
-    """ConvNeXt trunk + transformer encoder over its last feature map; ``forward`` returns the class token."""
+    """ConvNeXt trunk + transformer encoder over its last feature map; ``forward`` returns the pooled token
+    (the class token, or the mean of the tokens with ``pool="avg"``)."""
 
     def __init__(
         self,
