@@ -8,6 +8,7 @@ evaluation sets across DDP ranks without padding, so no test image is counted tw
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,6 @@ class AgeDataModule(pl.LightningDataModule):
     def _open_cache(self):
         if not self.use_cache:
             return None
-        import sys
-
         from agebench.data.cache import open_cache
 
         cache = open_cache(self.manifest_file)

@@ -63,6 +63,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agebench.data.cache import build_cache, cache_files
 from agebench.data.manifest import format_age, write_manifest
 from agebench.data.synthetic_faces import Face, Traits, ellipse, fill_poly, polyline, sample_traits
 from agebench.errors import UserError
@@ -273,8 +274,6 @@ def _prepare_out(out: Path) -> None:
         )
     for sub in ("images", "masks"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    from agebench.data.cache import cache_files
-
     # The cache is keyed by paths, which a new seed reuses: an old one would serve the previous run's pixels.
     for path in (out / MANIFEST, out / MARKER, *cache_files(out / MANIFEST)):
         path.unlink(missing_ok=True)
@@ -338,8 +337,6 @@ def generate(
     _run(jobs, out, resolve_workers(workers, n), progress)
     manifest = write_manifest(rows, out / MANIFEST)
     if cache_size:
-        from agebench.data.cache import build_cache
-
         build_cache(manifest, size=cache_size, workers=resolve_workers(workers, n), progress=progress)
     return manifest
 

@@ -85,7 +85,6 @@ class ConvNeXtTransformer(nn.Module):
         self.proj: nn.Module = nn.Identity() if trunk_dim == width else nn.Linear(trunk_dim, width)
         self.grid_size = _grid(img_size)
         num_tokens = self.grid_size[0] * self.grid_size[1]
-        self.pool = pool
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_tokens, width))
@@ -134,7 +133,7 @@ class ConvNeXtTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.forward_features(x)
-        return tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
+        return tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
 
 
 @register_backbone(
