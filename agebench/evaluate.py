@@ -79,12 +79,18 @@ def metrics_from_predictions(age: np.ndarray, pred: np.ndarray) -> dict[str, Any
 
 
 def write_predictions(path: str | os.PathLike[str], pred: dict) -> None:
-    """predictions.csv: path, age, pred; one row per test image, in test-split order."""
+    """predictions.csv: path, age, pred (+ subject_id where ``pred`` has one); one row per test image, in order.
+
+    subject_id lets the leaderboard resample people rather than images (a cluster bootstrap): a person's
+    photos share errors, so treating them as independent makes intervals too narrow.
+    """
+    subjects = pred.get("subject_id")
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "age", "pred"])
-        for p, a, y in zip(pred["path"], pred["age"], pred["pred"], strict=True):
-            writer.writerow([p, f"{a:.4f}".rstrip("0").rstrip("."), f"{y:.6f}"])
+        writer.writerow(["path", "age", "pred"] + (["subject_id"] if subjects is not None else []))
+        for i, (p, a, y) in enumerate(zip(pred["path"], pred["age"], pred["pred"], strict=True)):
+            row = [p, f"{a:.4f}".rstrip("0").rstrip("."), f"{y:.6f}"]
+            writer.writerow(row + ([subjects[i]] if subjects is not None else []))
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Iterator[tuple[str, float, float]]:

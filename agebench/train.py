@@ -222,6 +222,9 @@ def fit(
     # Lightning moves the module back to the CPU when fit ends: evaluate on the device that trained it.
     device = trainer.strategy.root_device
     preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"))
+    if dm.manifest.has_identities:
+        test_records = dm.datasets["test"].records
+        preds["subject_id"] = [test_records[int(i)].subject_id for i in preds["index"]]
     write_predictions(out_dir / "predictions.csv", preds)
     _, ages, pred = zip(*read_predictions(out_dir / "predictions.csv"), strict=True)
     ages_arr, train_ages = np.array(ages), dm.train_ages()

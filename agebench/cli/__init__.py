@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "bench": "train every model on every data set, one process per cell",
     "profile": "parameter count, GFLOPs, latency and throughput of a model",
     "leaderboard": "build the leaderboard (md/csv/json/html + plots) from result files",
+    "compare": "paired significance test of two models on one data set",
     "explain": "Grad-CAM maps and a failure report for finished runs",
 }
 

@@ -1,14 +1,18 @@
 """Build the leaderboard from a results folder (RESULTS/<dataset>/<model>/seed<k>/metrics.json).
 
-With --out FOLDER (or --format all) it writes leaderboard.md/.csv/.json/.html and plots/*.png there and prints the
-table; with --out FILE it writes that one format; with no --out, md/csv/json go to stdout. Reads result files
-only: no torch needed. Exit 2 when the folder is missing or holds no result cell.
+With --out FOLDER (or --format all) it writes leaderboard.md/.csv/.json/.html, pairwise.csv and plots/*.png there
+and prints the table; with --out FILE it writes that one format; with no --out, md/csv/json go to stdout. Every
+row gets a bootstrap confidence interval and a rank group from paired tests against the other rows of its data
+set (see agebench.report.stats). Reads result files only: no torch needed. Exit 2 when the folder is missing or
+holds no result cell.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from agebench.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,14 +37,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip recomputing each MAE from predictions.csv (faster on huge test sets)",
     )
+    add_stats_arguments(p)
+
+
+def add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    """The statistics knobs, shared with `agebench compare`."""
+    g = p.add_argument_group("statistics")
+    g.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval (default 2000)")
+    g.add_argument(
+        "--level", type=float, default=0.95, help="confidence level; tests use alpha = 1 - level (default 0.95)"
+    )
+    g.add_argument(
+        "--stats-seed", type=int, default=0, help="seed of every resampling (default 0): same seed, same CIs"
+    )
+    g.add_argument(
+        "--permutations", type=int, default=9999, help="sign-flip permutations per paired test (default 9999)"
+    )
+
+
+def stats_config(args: argparse.Namespace):
+    """A StatsConfig from the arguments; out-of-range values are the user's error (exit 2)."""
+    from agebench.report.significance import StatsConfig
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be between 0 and 1 (e.g. 0.95), got {args.level}")
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
+    if args.permutations < 99:
+        raise UserError(f"--permutations must be at least 99, got {args.permutations}")
+    return StatsConfig(args.resamples, args.level, args.stats_seed, args.permutations)
 
 
 # Terminal columns: (row.display() key, short header, minimum width); long texts wrap in narrow terminals.
 TERMINAL_COLUMNS = [
     ("dataset", "data set", 7),
+    ("rank", "#", 2),
+    ("group", "grp", 3),
     ("model", "model", 8),
     ("seeds", "seeds", 6),
     ("mae", "MAE (y)", 11),
+    ("mae_ci", "MAE CI", 14),
     ("cs5", "CS@5", 6),
     ("baseline", "mean MAE", 6),
     ("params", "params M", 6),
@@ -50,8 +86,9 @@ TERMINAL_COLUMNS = [
 ]
 
 
-def print_table(rows) -> None:
-    """The leaderboard as a rich table on the terminal; the long "timed on" and paper source go in the caption."""
+def print_table(rows, analysis=None) -> None:
+    """The leaderboard as a rich table on the terminal; the long "timed on" and paper source go in the caption;
+    then one line per data set on what its rank groups mean, and the pairwise comparisons."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -63,6 +100,8 @@ def print_table(rows) -> None:
         f"MAE: mean ± std over seeds. Latency: batch 1. Timed on: {'; '.join(devices) or 'not recorded'}. "
         f"(paper): published by {PAPER}, not measured here."
     )
+    if analysis is not None:
+        caption = analysis.legend() + " " + caption
     table = Table(title="agebench leaderboard", caption=caption)
     for key, header, width in TERMINAL_COLUMNS:
         numeric = key in ("cs5", "baseline", "params", "latency", "throughput")
@@ -77,17 +116,54 @@ def print_table(rows) -> None:
             for k, _, _ in TERMINAL_COLUMNS
         ]
         table.add_row(*values, style=style)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if analysis is not None:
+        print_comparisons(console, analysis)
+
+
+def print_comparisons(console, analysis) -> None:
+    """Per data set: the groups in one line, then each pair's difference, CI and Holm-adjusted p."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    alpha, level = analysis.config.alpha, analysis.config.level
+    for comp in analysis.datasets.values():
+        console.print(f"[bold]{escape(comp.summary(alpha))}[/]")
+        if not comp.pairs:
+            continue
+        table = Table(box=None, pad_edge=False)
+        for header in ("a", "b", "a - b (y)", f"{level:.0%} CI", "p (Holm)", "verdict"):
+            table.add_column(header)
+        for p in comp.pairs:
+            holm = p.p_holm if p.p_holm is not None else p.p_value
+            table.add_row(
+                escape(p.a),
+                escape(p.b),
+                f"{p.delta:+.2f}",
+                f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]",
+                "< 0.001" if holm < 0.001 else f"{holm:.3f}",
+                escape(p.verdict(alpha)),
+            )
+        console.print(table)
+    console.print(escape(analysis.friedman_note))
 
 
 def run(args: argparse.Namespace) -> int:
     from agebench.report import build_leaderboard
 
-    built = build_leaderboard(args.results, out=args.out, fmt=args.fmt, reference=args.reference, verify=args.verify)
+    built = build_leaderboard(
+        args.results,
+        out=args.out,
+        fmt=args.fmt,
+        reference=args.reference,
+        verify=args.verify,
+        stats=stats_config(args),
+    )
     if built.text is not None:
         sys.stdout.write(built.text)
     else:
-        print_table(built.rows)
+        print_table(built.rows, built.analysis)
         for path in built.written:
             print(f"wrote {path}")
     for row in built.rows:

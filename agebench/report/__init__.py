@@ -13,13 +13,24 @@ from pathlib import Path
 
 from agebench.atomic import write_text
 from agebench.errors import UserError
-from agebench.report.leaderboard import Row, build_rows, to_csv, to_json, to_markdown
+from agebench.report.leaderboard import Row, build_rows, pairs_csv, to_csv, to_json, to_markdown
 from agebench.report.results import Cell, load_cells
+from agebench.report.significance import Analysis, StatsConfig, analyse
 
 FORMATS = ("md", "csv", "json", "html", "all")
 _SUFFIX = {".md": "md", ".csv": "csv", ".json": "json", ".html": "html", ".htm": "html"}
 
-__all__ = ["FORMATS", "Built", "Cell", "Row", "build_leaderboard", "build_rows", "load_cells"]
+__all__ = [
+    "FORMATS",
+    "Analysis",
+    "Built",
+    "Cell",
+    "Row",
+    "StatsConfig",
+    "build_leaderboard",
+    "build_rows",
+    "load_cells",
+]
 
 
 @dataclass
@@ -28,21 +39,22 @@ class Built:
 
     rows: list[Row]
     cells: list[Cell]
+    analysis: Analysis
     written: list[Path] = field(default_factory=list)
     text: str | None = None
 
 
-def _render(fmt: str, rows: list[Row], cells: list[Cell], base: Path) -> str:
+def _render(fmt: str, rows: list[Row], cells: list[Cell], analysis: Analysis, base: Path) -> str:
     if fmt == "md":
-        return to_markdown(rows, cells)
+        return to_markdown(rows, cells, analysis)
     if fmt == "csv":
         return to_csv(rows)
     if fmt == "json":
-        return to_json(rows, cells)
+        return to_json(rows, cells, analysis)
     from agebench.report.html import render_html
     from agebench.report.plots import render_plots
 
-    return render_html(rows, cells, render_plots(rows), base)
+    return render_html(rows, cells, render_plots(rows, analysis), base, analysis)
 
 
 def resolve_target(results_dir: Path, out: str | Path | None, fmt: str | None) -> tuple[str, Path | None]:
@@ -73,18 +85,22 @@ def build_leaderboard(
     fmt: str | None = None,
     reference: str = "matching",
     verify: bool = True,
+    stats: StatsConfig | None = None,
 ) -> Built:
-    """Load ``results_dir``, build the rows, and write ``out`` (file or folder) or return the text to print.
+    """Load ``results_dir``, build the rows and their statistics, and write ``out`` (file or folder) or return
+    the text to print.
 
     ``reference``: which published rows to add: ``matching`` (data sets present in the results), ``all``, ``none``.
+    ``stats``: resamples, confidence level and seed of the intervals and tests (default: 2000, 95%, 0).
     """
     results_dir = Path(results_dir)
     fmt, target = resolve_target(results_dir, out, fmt)
     cells = load_cells(results_dir, verify=verify)
     rows = build_rows(cells, reference=reference)
-    built = Built(rows=rows, cells=cells)
+    analysis = analyse(rows, stats)
+    built = Built(rows=rows, cells=cells, analysis=analysis)
     if fmt != "all":
-        text = _render(fmt, rows, cells, target.parent if target is not None else Path.cwd())
+        text = _render(fmt, rows, cells, analysis, target.parent if target is not None else Path.cwd())
         if target is None:
             built.text = text
         else:
@@ -96,14 +112,16 @@ def build_leaderboard(
     from agebench.report.plots import render_plots, write_plots
 
     assert target is not None
-    pngs = render_plots(rows)
+    pngs = render_plots(rows, analysis)
+    cd_link = "plots/cd_diagram.png" if "cd_diagram" in pngs else None
     for name, text in (
-        ("md", to_markdown(rows, cells)),
-        ("csv", to_csv(rows)),
-        ("json", to_json(rows, cells)),
-        ("html", render_html(rows, cells, pngs, target)),
+        ("leaderboard.md", to_markdown(rows, cells, analysis, cd_link)),
+        ("leaderboard.csv", to_csv(rows)),
+        ("pairwise.csv", pairs_csv(analysis)),
+        ("leaderboard.json", to_json(rows, cells, analysis)),
+        ("leaderboard.html", render_html(rows, cells, pngs, target, analysis)),
     ):
-        path = target / f"leaderboard.{name}"
+        path = target / name
         write_text(path, text)
         built.written.append(path)
     built.written += write_plots(pngs, target / "plots")

@@ -10,7 +10,7 @@ import base64
 import os
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from agebench import __version__
@@ -18,12 +18,20 @@ from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, Row
 from agebench.report.reference import SOURCE
 from agebench.report.results import Cell, provenance_summary
 
+if TYPE_CHECKING:
+    from agebench.report.significance import Analysis, DatasetComparison
+
 PLOT_CAPTIONS = {
-    "cs_curves": "Cumulative score CS@k: share of test images whose absolute error is at most k years.",
+    "cs_curves": "Cumulative score CS@k: share of test images whose absolute error is at most k years; the band "
+    "is the bootstrap confidence interval.",
     "mae_by_age_group": "MAE per decade of true age; n is the number of test images in the group.",
     "mae_vs_latency": "MAE against batch-1 latency (median after warmup) on the device named in the title; "
     "marker area follows the parameter count. The paper's point was timed on the authors' "
-    "hardware and is a landmark, not a like-for-like comparison.",
+    "hardware and is a landmark, not a like-for-like comparison. Vertical bars: bootstrap confidence interval "
+    "of the MAE.",
+    "cd_diagram": "Critical-difference diagram: each model's average rank of MAE over the data sets (1 = best); "
+    "a thick bar joins models whose average ranks differ by less than the Nemenyi critical difference (CD), "
+    "i.e. models the analysis cannot tell apart.",
 }
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -34,6 +42,8 @@ tr.reference td { background: #f4f7ff; font-style: italic; }
 tr.failed td, tr.invalid td { background: #fff1f0; }
 .flag { background: #ffe8a3; border-radius: 3px; padding: 0 4px; white-space: nowrap; }
 .error { color: #a00; }
+td.better { background: #dff3df; } td.worse { background: #fbe3e1; } td.tie { background: #f3f3f3; color: #555; }
+td.self { background: #fff; } p.summary { font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 dt { font-weight: bold; } code { background: #f4f4f4; padding: 0 3px; }
 """
@@ -102,7 +112,72 @@ def _attention_table(cells: list[Cell]) -> list[str]:
     return out + ["</tbody></table>"]
 
 
-def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base: str | Path) -> str:
+def _figure(name: str, data: bytes) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    caption = escape(PLOT_CAPTIONS.get(name, name))
+    return (
+        f'<figure><img id="plot-{escape(name)}" alt="{caption}" '
+        f'src="data:image/png;base64,{encoded}"><figcaption>{caption}</figcaption></figure>'
+    )
+
+
+def _pair_matrix(comp: DatasetComparison, alpha: float) -> list[str]:
+    """Row model minus column model: MAE difference, its CI and Holm p; green where the row model is better."""
+    labels = comp.labels
+    out = [f"<h3>{escape(comp.dataset)}</h3>", f'<p class="summary">{escape(comp.summary(alpha))}</p>']
+    if len(labels) < 2:
+        return out
+    out += ["<table><thead><tr><th>row - column</th>"] + [f"<th>{escape(b)}</th>" for b in labels]
+    out.append("</tr></thead><tbody>")
+    for a in labels:
+        tds = [f"<th>{escape(a)}</th>"]
+        for b in labels:
+            if a == b:
+                tds.append('<td class="self"></td>')
+                continue
+            pair, sign = comp.pair(a, b), 1.0
+            if pair is None:
+                pair, sign = comp.pair(b, a), -1.0
+            if pair is None:
+                tds.append('<td class="tie">not compared</td>')
+                continue
+            delta, low, high = sign * pair.delta, *sorted((sign * pair.ci_low, sign * pair.ci_high))
+            kind = "tie" if not pair.significant(alpha) else ("better" if delta < 0 else "worse")
+            word = {"tie": "no significant difference", "better": "row better", "worse": "row worse"}[kind]
+            p = pair.p_holm if pair.p_holm is not None else pair.p_value
+            p_text = "&lt; 0.001" if p < 0.001 else f"{p:.3f}"
+            tds.append(
+                f'<td class="{kind}" title="{escape(word)}; {pair.n_images} images, {len(pair.seeds)} seed(s), '
+                f'{pair.n_units} {escape(pair.unit)}">{delta:+.2f} [{low:+.2f}, {high:+.2f}]<br>'
+                f"<small>p<sub>Holm</sub> = {p_text}</small></td>"
+            )
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out.append("</tbody></table>")
+    out += [f"<p>Not compared: {escape(r['a'])} vs {escape(r['b'])}: {escape(r['reason'])}</p>" for r in comp.refused]
+    return out
+
+
+def _statistics(analysis: Analysis, pngs: dict[str, bytes]) -> list[str]:
+    level = analysis.config.level
+    out = [
+        "<h2>Paired comparisons</h2>",
+        f"<p>Each cell: MAE of the row model minus the column model over the images and seeds both have "
+        f"(negative: the row model errs less), its {level:.0%} bootstrap interval, and the Holm-adjusted p-value "
+        "of a paired sign-flip test. Green: the row model is significantly better; red: worse; grey: the data "
+        "cannot tell them apart. Every pair is also in <code>pairwise.csv</code> and "
+        "<code>leaderboard.json</code>.</p>",
+    ]
+    for comp in analysis.datasets.values():
+        out += _pair_matrix(comp, analysis.config.alpha)
+    out += ["<h2>Across data sets</h2>", f"<p>{escape(analysis.friedman_note)}</p>"]
+    if "cd_diagram" in pngs:
+        out.append(_figure("cd_diagram", pngs["cd_diagram"]))
+    return out
+
+
+def render_html(
+    rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base: str | Path, analysis: Analysis | None = None
+) -> str:
     """The page as text; ``base`` is the folder the page will live in (report links are relative to it)."""
     base = Path(base).resolve()
     parts = [
@@ -119,7 +194,12 @@ def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base
         f"<p>Rows in <em>italics</em> are <strong>{escape(SOURCE)}</strong>: published figures, not measured "
         "here. The paper publishes parameters and latency for the hybrid only; other cells stay empty.</p>",
     ]
+    if analysis is not None:
+        parts.append(f"<p>{escape(analysis.legend())}</p>")
     parts += _table(rows, base)
+    if analysis is not None:
+        alpha = analysis.config.alpha
+        parts += [f'<p class="summary">{escape(c.summary(alpha))}</p>' for c in analysis.datasets.values()]
     failures = [r for r in rows if r.status in ("failed", "invalid")]
     if failures:
         parts.append(
@@ -141,16 +221,12 @@ def render_html(rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base
                 f'<p>Grad-CAM of the models on the same test faces, side by side: <a href="{_link(grid, base)}">'
                 f"{escape(grid.parent.name)}/{escape(grid.name)}</a>.</p>"
             )
+    if analysis is not None:
+        parts += _statistics(analysis, pngs)
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No successful result cell: nothing to plot.</p>")
-    for name, data in pngs.items():
-        encoded = base64.b64encode(data).decode("ascii")
-        caption = escape(PLOT_CAPTIONS.get(name, name))
-        parts.append(
-            f'<figure><img id="plot-{escape(name)}" alt="{caption}" '
-            f'src="data:image/png;base64,{encoded}"><figcaption>{caption}</figcaption></figure>'
-        )
+    parts += [_figure(name, data) for name, data in pngs.items() if name != "cd_diagram"]
     parts += [
         "<h2>Provenance</h2>",
         "<p>Distinct values over all result cells (per-cell values are in leaderboard.json).</p>",

@@ -14,12 +14,16 @@ import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agebench.report.reference import SOURCE, references_for
 from agebench.report.results import Cell, provenance_summary
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from agebench.report.significance import Analysis, RowInterval
+
+# 2: rows gain rank, group and CI bounds; the document gains "statistics" (pairs, groups, Friedman).
+FORMAT_VERSION = 2
 MEASURED = "measured"
 FLAG_LEAKY = "leaky"
 FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
@@ -32,10 +36,13 @@ FLAG_HELP = {
 # (row key, header) of the human tables (Markdown, terminal, HTML); display() gives their text.
 DISPLAY_COLUMNS = [
     ("dataset", "data set"),
+    ("rank", "rank"),
+    ("group", "group"),
     ("model", "model"),
     ("source", "source"),
     ("seeds", "seeds"),
     ("mae", "MAE (years)"),
+    ("mae_ci", "MAE CI"),
     ("cs5", "CS@5"),
     ("baseline", "mean-predictor MAE"),
     ("params", "params (M)"),
@@ -69,6 +76,10 @@ class Row:
     flags: tuple[str, ...] = ()
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # Filled by agebench.report.significance.analyse: place in the data set's table, rank group, intervals.
+    rank: int | None = None
+    group: int | None = None
+    interval: RowInterval | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -87,16 +98,25 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         """The machine-readable row (CSV and JSON): plain values, rounded so reruns print identically."""
+        iv = self.interval
         return {
             "dataset": self.dataset,
             "model": self.model,
             "source": self.source,
             "status": self.status,
+            "rank": self.rank,
+            "group": self.group,
             "seeds": self.seeds,
             "n_seeds": len(self.cells),
             "mae_mean": _round(self.mae_mean),
             "mae_std": _round(self.mae_std),
+            "mae_ci_low": _round(iv.mae[0]) if iv else None,
+            "mae_ci_high": _round(iv.mae[1]) if iv else None,
             "cs5_mean": _round(self.cs5_mean),
+            "cs5_ci_low": _round(iv.cs[5][0]) if iv else None,
+            "cs5_ci_high": _round(iv.cs[5][1]) if iv else None,
+            "ci_level": iv.level if iv else None,
+            "ci_unit": iv.unit if iv else None,
             "rmse_mean": _round(self.rmse_mean),
             "baseline_mae": _round(self.baseline_mae),
             "n_test": self.n_test,
@@ -117,10 +137,13 @@ class Row:
             seeds = ("seed " if len(self.seeds) == 1 else "seeds ") + ", ".join(str(s) for s in self.seeds)
             return {
                 "dataset": self.dataset,
+                "rank": "",
+                "group": "",
                 "model": self.model,
                 "source": self.source,
                 "seeds": seeds,
                 "mae": f"{self.status}: {self.error}",
+                "mae_ci": "",
                 "cs5": "",
                 "baseline": "",
                 "params": "",
@@ -136,12 +159,16 @@ class Row:
         else:
             mae = f"{self.mae_mean:.2f} ± {self.mae_std:.2f}"
         seeds = f"n={len(self.cells)}" if self.cells else ""
+        measured = self.status == "ok" and self.source == MEASURED
         return {
             "dataset": self.dataset,
+            "rank": _fmt(self.rank, "{}"),
+            "group": _fmt(self.group, "{}") if self.group is not None or not measured else "–",
             "model": self.model,
             "source": self.source,
             "seeds": seeds,
             "mae": mae,
+            "mae_ci": f"[{self.interval.mae[0]:.2f}, {self.interval.mae[1]:.2f}]" if self.interval else "",
             "cs5": _fmt(self.cs5_mean, "{:.1%}"),
             "baseline": _fmt(self.baseline_mae, "{:.2f}"),
             "params": _fmt(self.params_m, "{:.2f}"),
@@ -156,7 +183,7 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def _fmt(value: float | int | None, spec: str) -> str:
     return "" if value is None else spec.format(value)
 
 
@@ -259,12 +286,13 @@ def cell_record(cell: Cell) -> dict[str, Any]:
     }
 
 
-def to_json(rows: list[Row], cells: list[Cell]) -> str:
+def to_json(rows: list[Row], cells: list[Cell], analysis: Analysis | None = None) -> str:
     doc = {
         "format": "agebench-leaderboard",
         "format_version": FORMAT_VERSION,
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
+        "statistics": analysis.to_dict() if analysis else None,
         "cells": [cell_record(c) for c in cells],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -286,11 +314,74 @@ def to_csv(rows: list[Row]) -> str:
     return buf.getvalue()
 
 
+# The pairwise table (pairwise.csv and the Markdown / terminal section): one row per compared pair.
+PAIR_COLUMNS = [
+    "dataset", "a", "b", "n_images", "n_seeds", "unit", "n_units", "mae_a", "mae_b", "delta_mae", "ci_low",
+    "ci_high", "p_value", "p_holm", "verdict",
+]  # fmt: skip
+
+
+def pairs_csv(analysis: Analysis) -> str:
+    """Every compared pair of every data set, with its Holm-adjusted p-value and verdict."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PAIR_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for comp in analysis.datasets.values():
+        for pair in comp.pairs:
+            writer.writerow({**pair.to_dict(), "verdict": pair.verdict(analysis.config.alpha)})
+    return buf.getvalue()
+
+
 def _md_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def to_markdown(rows: list[Row], cells: list[Cell]) -> str:
+def _p(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def statistics_markdown(analysis: Analysis, cd_link: str | None = None) -> list[str]:
+    """Per data set: what the groups say, then every pair; then the Friedman / Nemenyi analysis or why not."""
+    alpha, level = analysis.config.alpha, analysis.config.level
+    lines = ["## Paired comparisons", ""]
+    for comp in analysis.datasets.values():
+        lines += [f"**{_md_cell(comp.summary(alpha))}**", ""]
+        if comp.pairs:
+            lines += [
+                f"| a | b | images (units) | seeds | MAE a | MAE b | a - b | {level:.0%} CI | p | p (Holm) | verdict |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for p in comp.pairs:
+                cells = [
+                    p.a, p.b, f"{p.n_images} ({p.n_units} {p.unit})", str(len(p.seeds)), f"{p.mae_a:.2f}",
+                    f"{p.mae_b:.2f}", f"{p.delta:+.2f}", f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]", _p(p.p_value),
+                    _p(p.p_holm), p.verdict(alpha),
+                ]  # fmt: skip
+                lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+            lines.append("")
+        for r in comp.refused:
+            lines.append(f"- not compared: {_md_cell(r['a'])} vs {_md_cell(r['b'])}: {_md_cell(r['reason'])}")
+        if comp.refused:
+            lines.append("")
+    lines += ["## Across data sets", "", _md_cell(analysis.friedman_note), ""]
+    f = analysis.friedman
+    if f is not None:
+        lines += ["| model | average rank | " + " | ".join(f"MAE {d}" for d in f.datasets) + " |"]
+        lines += ["|---|---|" + "---|" * len(f.datasets)]
+        for j in sorted(range(len(f.models)), key=lambda j: f.result.avg_ranks[j]):
+            maes = " | ".join(f"{f.mae[i][j]:.2f}" for i in range(len(f.datasets)))
+            lines.append(f"| {_md_cell(f.models[j])} | {f.result.avg_ranks[j]:.2f} | {maes} |")
+        lines.append("")
+        if cd_link:
+            lines += [f"![critical-difference diagram]({cd_link})", ""]
+    return lines
+
+
+def to_markdown(
+    rows: list[Row], cells: list[Cell], analysis: Analysis | None = None, cd_link: str | None = None
+) -> str:
     """The table, then what the flags and timings mean, warnings, and a provenance footer (no clock time)."""
     lines = ["# agebench leaderboard", ""]
     lines.append("| " + " | ".join(h for _, h in DISPLAY_COLUMNS) + " |")
@@ -308,12 +399,17 @@ def to_markdown(rows: list[Row], cells: list[Cell]) -> str:
         "and latency for the hybrid only, timed on the authors' hardware.",
         "",
     ]
+    if analysis is not None:
+        lines[-1:-1] = [analysis.legend()]
+        lines += [f"- {_md_cell(c.summary(analysis.config.alpha))}" for c in analysis.datasets.values()] + [""]
     used = sorted({f for r in rows for f in r.flags})
     if used:
         lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]
     warnings = [w for r in rows for w in r.warnings]
     if warnings:
         lines += ["## Warnings", ""] + [f"- {_md_cell(w)}" for w in warnings] + [""]
+    if analysis is not None:
+        lines += statistics_markdown(analysis, cd_link)
     prov = provenance_summary(cells)
     if prov:
         lines += ["## Provenance", ""] + [f"- {k}: {', '.join(v)}" for k, v in prov.items()] + [""]

@@ -1,8 +1,10 @@
-"""Leaderboard plots as PNG bytes: CS@k curves, MAE by age group, MAE vs latency; one panel per data set.
+"""Leaderboard plots as PNG bytes: CS@k curves, MAE by age group, MAE vs latency; one panel per data set;
+and, across data sets, the critical-difference diagram of a Friedman + Nemenyi analysis.
 
 Figures are built with ``matplotlib.figure.Figure`` (Agg, no pyplot): no global state, no display needed, safe in
 tests and on headless servers. Only measured rows that ran ("ok") are plotted; the paper's hybrid appears as a
-marked reference point in the latency plot, where it publishes a latency.
+marked reference point in the latency plot, where it publishes a latency. Error bars and bands are the rows'
+bootstrap intervals (agebench.report.significance), so two models whose bars overlap widely are not ranked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import statistics
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
@@ -20,7 +23,10 @@ from agebench.atomic import atomic_open
 from agebench.report.leaderboard import Row
 from agebench.report.reference import PAPER
 
-PLOT_NAMES = ("cs_curves", "mae_by_age_group", "mae_vs_latency")
+if TYPE_CHECKING:
+    from agebench.report.significance import Analysis
+
+PLOT_NAMES = ("cs_curves", "mae_by_age_group", "mae_vs_latency", "cd_diagram")
 _PNG_METADATA = {"Software": None}  # no version string in the file: same inputs, same bytes
 
 
@@ -73,12 +79,16 @@ def cs_curves(rows: list[Row]) -> Figure | None:
     if not by_dataset:
         return None
     colors = _colors(rows)
-    fig, axes = _panels(len(by_dataset), "Cumulative score CS@k (mean over seeds; higher is better)")
+    title = "Cumulative score CS@k (mean over seeds; higher is better; bands: bootstrap CI)"
+    fig, axes = _panels(len(by_dataset), title)
     for ax, (dataset, members) in zip(axes, by_dataset.items(), strict=True):
         for row in members:
             curves = [c.metrics.get("cs") or {} for c in row.cells]
             ks = sorted({int(k) for cs in curves for k in cs})
             ys = [statistics.fmean(float(cs[str(k)]) for cs in curves if str(k) in cs) for k in ks]
+            if row.interval is not None and ks:
+                band = [row.interval.cs.get(k, (y, y)) for k, y in zip(ks, ys, strict=True)]
+                ax.fill_between(ks, [b[0] for b in band], [b[1] for b in band], color=colors[row.model], alpha=0.15)
             ax.plot(
                 ks,
                 ys,
@@ -150,7 +160,7 @@ def mae_vs_latency(rows: list[Row]) -> Figure | None:
     colors = _colors(rows)
     measured = [r for members in by_dataset.values() for r in members]
     devices = textwrap.fill(f"timed on: {_devices(measured)}", width=70 * min(len(by_dataset), 2))
-    title = f"MAE vs inference latency (batch 1, median after warmup)\n{devices}"
+    title = f"MAE vs inference latency (batch 1, median after warmup; bars: bootstrap CI of the MAE)\n{devices}"
     fig, axes = _panels(len(by_dataset), title)
     for ax, (dataset, members) in zip(axes, by_dataset.items(), strict=True):
         xs = []
@@ -159,6 +169,17 @@ def mae_vs_latency(rows: list[Row]) -> Figure | None:
                 continue
             size = min(30 + 5 * (row.params_m or 0.0), 900)
             face = "none" if _flagged(row) else colors[row.model]
+            if row.interval is not None:
+                low, high = row.interval.mae
+                ax.errorbar(
+                    [row.latency_ms],
+                    [row.mae_mean],
+                    yerr=[[max(row.mae_mean - low, 0.0)], [max(high - row.mae_mean, 0.0)]],
+                    color=colors[row.model],
+                    capsize=4,
+                    linewidth=1.2,
+                    zorder=1,
+                )
             ax.scatter(
                 [row.latency_ms],
                 [row.mae_mean],
@@ -207,6 +228,21 @@ def mae_vs_latency(rows: list[Row]) -> Figure | None:
     return fig
 
 
+def critical_difference(analysis: Analysis | None) -> Figure | None:
+    """The Nemenyi critical-difference diagram of the Friedman analysis, when there is one."""
+    f = analysis.friedman if analysis is not None else None
+    if f is None:
+        return None
+    from agebench.report.cd_diagram import cd_diagram
+
+    verdict = "differ" if f.result.pvalue < f.alpha else "do not differ significantly"
+    title = (
+        f"Average rank of MAE over {len(f.datasets)} data sets (1 = best); bars join models closer than the CD\n"
+        f"Friedman p = {f.result.pvalue:.3g}: the models {verdict} (alpha {f.alpha:g}); Nemenyi CD = {f.cd:.2f}"
+    )
+    return cd_diagram(f.models, [float(r) for r in f.result.avg_ranks], f.cd, f.cliques, title)
+
+
 PLOTTERS: dict[str, Callable[[list[Row]], Figure | None]] = {
     "cs_curves": cs_curves,
     "mae_by_age_group": mae_by_age_group,
@@ -214,11 +250,12 @@ PLOTTERS: dict[str, Callable[[list[Row]], Figure | None]] = {
 }
 
 
-def render_plots(rows: list[Row], dpi: int = 100) -> dict[str, bytes]:
+def render_plots(rows: list[Row], analysis: Analysis | None = None, dpi: int = 100) -> dict[str, bytes]:
     """Every plot that has data, as PNG bytes keyed by name (nothing to plot when no cell succeeded)."""
     out = {}
-    for name, plot in PLOTTERS.items():
-        fig = plot(rows)
+    figures = {name: plot(rows) for name, plot in PLOTTERS.items()}
+    figures["cd_diagram"] = critical_difference(analysis)
+    for name, fig in figures.items():
         if fig is None:
             continue
         buf = io.BytesIO()

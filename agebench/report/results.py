@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agebench.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -22,6 +24,28 @@ _SEED_DIR = re.compile(r"^seed(\d+)$")
 # |MAE(metrics.json) - MAE(predictions.csv)| above this means the two files do not describe the same run.
 # predictions.csv keeps 6 decimals, so honest files agree far closer than this.
 MAE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A predictions.csv in memory: one entry per test image, in file order.
+
+    ``subjects`` holds the optional ``subject_id`` column (written since agebench 0.2 where the manifest has
+    identities); None when the column is absent, so statistics fall back to resampling images.
+    """
+
+    paths: tuple[str, ...]
+    ages: np.ndarray
+    preds: np.ndarray
+    subjects: tuple[str, ...] | None = None
+
+    @property
+    def abs_errors(self) -> np.ndarray:
+        return np.abs(self.preds - self.ages)
+
+    @property
+    def has_subjects(self) -> bool:
+        return self.subjects is not None and any(self.subjects)
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,7 @@ class Cell:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -119,12 +144,13 @@ def as_number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_predictions(path: str | Path) -> tuple[list[float], list[float]]:
-    """Ages and predictions of a predictions.csv (columns path, age, pred); torch-free twin of evaluate's."""
-    ages, preds = [], []
+def load_predictions(path: str | Path) -> Predictions:
+    """A predictions.csv (columns path, age, pred, optional subject_id); torch-free twin of evaluate's reader."""
+    paths, ages, preds, subjects = [], [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {"path", "age", "pred"} - set(reader.fieldnames or [])
+        columns = set(reader.fieldnames or [])
+        missing = {"path", "age", "pred"} - columns
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for line, row in enumerate(reader, start=2):
@@ -133,24 +159,25 @@ def read_predictions(path: str | Path) -> tuple[list[float], list[float]]:
                 preds.append(float(row["pred"]))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{path}:{line}: not a number ({err})") from None
-    return ages, preds
+            paths.append(row["path"])
+            subjects.append(row.get("subject_id") or "")
+    return Predictions(
+        paths=tuple(paths),
+        ages=np.array(ages, dtype=np.float64),
+        preds=np.array(preds, dtype=np.float64),
+        subjects=tuple(subjects) if "subject_id" in columns else None,
+    )
 
 
-def check_predictions(metrics: dict[str, Any], predictions: Path) -> list[str]:
+def check_predictions(metrics: dict[str, Any], predictions: Predictions) -> list[str]:
     """Warnings where predictions.csv and metrics.json disagree: the numbers must be recomputable from the file."""
-    if not predictions.is_file():
-        return ["predictions.csv missing: the MAE cannot be recomputed"]
-    try:
-        ages, preds = read_predictions(predictions)
-    except (OSError, ValueError) as err:
-        return [f"predictions.csv unreadable: {err}"]
     out = []
     n_test = metrics.get("n_test")
-    if isinstance(n_test, int) and n_test != len(ages):
-        out.append(f"predictions.csv has {len(ages)} rows but n_test is {n_test}")
+    if isinstance(n_test, int) and n_test != len(predictions.ages):
+        out.append(f"predictions.csv has {len(predictions.ages)} rows but n_test is {n_test}")
     mae = as_number(metrics.get("mae"))
-    if ages and mae is not None:
-        recomputed = sum(abs(p - a) for a, p in zip(ages, preds, strict=True)) / len(ages)
+    if len(predictions.ages) and mae is not None:
+        recomputed = float(predictions.abs_errors.mean())
         if abs(recomputed - mae) > MAE_TOLERANCE:
             out.append(f"MAE from predictions.csv is {recomputed:.4f} but metrics.json says {mae:.4f}")
     return out
@@ -185,9 +212,18 @@ def load_cell(path: Path, root: Path, verify: bool = True) -> Cell:
     for key, expected in (("dataset", dataset), ("model", model), ("seed", seed)):
         if key in metrics and metrics[key] != expected:
             warnings.append(f"metrics.json says {key} {metrics[key]!r} but the folder says {expected!r}")
+    # Read once: the check below and the leaderboard's statistics (intervals, paired tests) both need it.
+    predictions, problem = None, None
+    if not (path / "predictions.csv").is_file():
+        problem = "predictions.csv missing: the MAE cannot be recomputed"
+    else:
+        try:
+            predictions = load_predictions(path / "predictions.csv")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            problem = f"predictions.csv unreadable: {err}"
     if verify:
-        warnings.extend(check_predictions(metrics, path / "predictions.csv"))
-    return Cell(**base, status="ok", metrics=metrics, warnings=tuple(warnings))
+        warnings.extend([problem] if problem else check_predictions(metrics, predictions))
+    return Cell(**base, status="ok", metrics=metrics, warnings=tuple(warnings), predictions=predictions)
 
 
 def find_cell_dirs(root: Path) -> list[Path]:
