@@ -167,7 +167,7 @@ def test_csv_and_json_rows_agree_with_metrics_files(results: Path, tmp_path: Pat
 
 
 def _md_table(text: str, first_cell: str = "data set") -> list[dict[str, str]]:
-    """The Markdown table whose header starts with ``first_cell`` (the leaderboard; "a" gives the first pairwise one)."""
+    """The Markdown table whose header starts with ``first_cell`` ("a": the first pairwise table)."""
     all_lines = text.splitlines()
     start = next(i for i, ln in enumerate(all_lines) if ln.startswith(f"| {first_cell} |"))
     lines = []

@@ -206,3 +206,31 @@ def test_seed_to_seed_variance_widens_a_rows_interval(tmp_path: Path) -> None:
     width = {d: r.interval.mae[1] - r.interval.mae[0] for d, r in rows.items()}
     assert width["three"] > 1.5 * width["one"]
     assert rows["three"].mae_std is not None
+
+
+def test_leaky_rows_and_rows_without_predictions_get_no_rank_or_group(three_models: Path) -> None:
+    folder = write_run(three_models, "synth", "leaky", 0, base_errors() - 1.0)  # optimistic: best MAE
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "leaky_splits": True}))
+    broken = write_run(three_models, "synth", "broken", 0, base_errors())
+    (broken / "predictions.csv").write_text("path,age,pred\nimg/0.jpg,20,nan\n")
+    rows = {r.model: r for r in build_leaderboard(three_models, None, "json", stats=FAST).rows if r.status == "ok"}
+    assert (rows["leaky"].rank, rows["leaky"].group) == (None, None) and rows["leaky"].interval is not None
+    assert (rows["broken"].rank, rows["broken"].group, rows["broken"].interval) == (None, None, None)
+    assert "must be finite" in rows["broken"].warnings[0]
+    assert [rows[m].group for m in ("best", "close", "worse")] == [1, 1, 2]  # the leader is the best clean row
+
+
+def test_compare_refuses_models_without_a_common_seed(three_models: Path, capsys) -> None:
+    write_run(three_models, "synth", "later", 5, base_errors())
+    assert main(["compare", str(three_models), "--dataset", "synth", "--a", "best", "--b", "later"]) == 2
+    printed = capsys.readouterr().err.strip()
+    assert len(printed.splitlines()) == 1 and "share no seed" in printed
+
+
+def test_images_listed_twice_are_refused_by_name(three_models: Path, capsys) -> None:
+    csv_path = three_models / "synth" / "worse" / "seed0" / "predictions.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines + [lines[1]]) + "\n")
+    assert main(["compare", str(three_models), "--dataset", "synth", "--a", "best", "--b", "worse"]) == 2
+    assert "lists an image more than once" in capsys.readouterr().err

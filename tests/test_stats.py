@@ -96,6 +96,51 @@ def test_seed_variance_widens_the_pooled_interval() -> None:
     assert (three.high - three.low)[0] > 1.5 * (one.high - one.low)[0]
 
 
+def test_seeds_scored_on_the_same_faces_do_not_shrink_the_interval() -> None:
+    """Three copies of one seed carry no more information about the test set than one: with shared units the
+    interval keeps one seed's width; drawing faces anew per seed would shrink it about sqrt(3)-fold."""
+    abs_err = np.abs(np.random.default_rng(8).normal(0, 5, 600))
+    subjects = [f"s{i % 150}" for i in range(600)]
+    seed = S.cluster_sums(abs_err, subjects)
+    one = S.bootstrap_interval([seed], 2000, 0.95, np.random.default_rng(0))
+    copies = S.bootstrap_interval([seed] * 3, 2000, 0.95, np.random.default_rng(0), shared_units=True)
+    nested = S.bootstrap_interval([seed] * 3, 2000, 0.95, np.random.default_rng(0), shared_units=False)
+    width = lambda iv: float((iv.high - iv.low)[0])  # noqa: E731
+    assert width(copies) == pytest.approx(width(one), rel=0.1)
+    assert width(nested) < 0.75 * width(one)
+    d = S.cluster_sums(abs_err - np.abs(np.random.default_rng(9).normal(0, 5, 600)), subjects)
+    p_one = S.sign_flip_test([d], 9999, np.random.default_rng(1))
+    assert S.sign_flip_test([d] * 3, 9999, np.random.default_rng(1), shared_units=True) == pytest.approx(
+        p_one, abs=0.02
+    )
+    with pytest.raises(ValueError, match="same units"):
+        S.bootstrap_interval([seed, S.cluster_sums(abs_err)], 100, shared_units=True)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_jackknife_equals_recomputing_without_each_unit(shared: bool) -> None:
+    rng = np.random.default_rng(12)
+    groups = [f"s{i % 7}" for i in range(40)]
+    seeds = [S.cluster_sums(np.abs(rng.normal(0, 5, (40, 2))), groups) for _ in range(3)]
+    expected = []
+    if shared:
+        for c in range(7):
+            keep = np.arange(7) != c
+            expected.append(S.point_estimate([(sums[keep], counts[keep]) for sums, counts in seeds]))
+    else:
+        for s_index in range(len(seeds)):
+            for c in range(7):
+                keep = np.arange(7) != c
+                dropped = [(x[keep], n[keep]) if k == s_index else (x, n) for k, (x, n) in enumerate(seeds)]
+                expected.append(S.point_estimate(dropped))
+    assert S.jackknife(seeds, shared_units=shared) == pytest.approx(np.array(expected))
+
+
+def test_an_interval_needs_two_units() -> None:
+    with pytest.raises(ValueError, match="at least 2 units"):
+        S.bootstrap_interval([S.cluster_sums(np.array([3.0, 4.0]), ["a", "a"])], 100)
+
+
 def test_cluster_sums_treat_missing_identities_as_their_own_unit() -> None:
     sums, counts = S.cluster_sums(np.array([1.0, 2.0, 3.0, 4.0]), ["a", "", "a", None])
     assert sums[:, 0].tolist() == [4.0, 2.0, 4.0] and counts.tolist() == [2.0, 1.0, 1.0]
@@ -121,16 +166,29 @@ def test_holm_matches_the_step_down_definition() -> None:
     assert S.holm([]).size == 0
 
 
+def _deltas(maes: list[float]) -> np.ndarray:
+    m = np.array(maes)
+    return m[:, None] - m[None, :]
+
+
 def test_rank_groups_make_a_tie_read_as_a_tie() -> None:
     nan = np.nan
+    sorted_maes = _deltas([6.0, 6.1, 6.5])
     all_tie = np.array([[nan, 0.6, 0.4], [0.6, nan, 0.9], [0.4, 0.9, nan]])
-    assert S.rank_groups(all_tie, 0.05) == [1, 1, 1]
+    assert S.rank_groups(all_tie, sorted_maes, 0.05) == [1, 1, 1]
     third_worse = np.array([[nan, 0.6, 0.001], [0.6, nan, 0.01], [0.001, 0.01, nan]])
-    assert S.rank_groups(third_worse, 0.05) == [1, 1, 2]
+    assert S.rank_groups(third_worse, sorted_maes, 0.05) == [1, 1, 2]
     all_differ = np.array([[nan, 0.01, 0.001], [0.01, nan, 0.02], [0.001, 0.02, nan]])
-    assert S.rank_groups(all_differ, 0.05) == [1, 2, 3]
+    assert S.rank_groups(all_differ, sorted_maes, 0.05) == [1, 2, 3]
+
+
+def test_rank_groups_leave_out_rows_they_cannot_place() -> None:
+    nan = np.nan
     not_comparable = np.array([[nan, nan, 0.5], [nan, nan, nan], [0.5, nan, nan]])
-    assert S.rank_groups(not_comparable, 0.05) == [1, None, 1]
+    assert S.rank_groups(not_comparable, _deltas([6.0, 6.1, 6.5]), 0.05) == [1, None, 1]
+    # Row 1 is significantly better than row 0 on their common seeds although sorted after it.
+    better_than_leader = np.array([[nan, 0.001, 0.5], [0.001, nan, 0.5], [0.5, 0.5, nan]])
+    assert S.rank_groups(better_than_leader, _deltas([6.0, 5.5, 6.2]), 0.05) == [1, None, 1]
 
 
 def test_friedman_statistic_equals_scipy_and_the_textbook_formula() -> None:
@@ -145,6 +203,12 @@ def test_friedman_statistic_equals_scipy_and_the_textbook_formula() -> None:
     f_f = (n - 1) * textbook / (n * (k - 1) - textbook)
     assert result.iman_davenport == pytest.approx(f_f)
     assert r.sum() == pytest.approx(k * (k + 1) / 2)
+
+
+def test_friedman_f_is_undefined_where_every_data_set_ranks_alike() -> None:
+    result = S.friedman(np.array([[1.0, 2.0, 3.0], [1.5, 2.5, 3.5]]))  # chi2 = N (k - 1): F_F would divide by 0
+    assert result.statistic == pytest.approx(4.0) and np.isnan(result.iman_davenport)
+    assert np.isnan(result.iman_davenport_p) and 0 < result.pvalue < 1
 
 
 def test_friedman_ranks_lowest_error_first_and_refuses_too_few_models() -> None:

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-verify",
         dest="verify",
         action="store_false",
-        help="skip recomputing each MAE from predictions.csv (faster on huge test sets)",
+        help="skip checking each MAE against predictions.csv (the statistics still read the files)",
     )
     add_stats_arguments(p)
 

@@ -400,7 +400,7 @@ def to_markdown(
         "",
     ]
     if analysis is not None:
-        lines[-1:-1] = [analysis.legend()]
+        lines[-1:-1] = ["", analysis.legend()]
         lines += [f"- {_md_cell(c.summary(analysis.config.alpha))}" for c in analysis.datasets.values()] + [""]
     used = sorted({f for r in rows for f in r.flags})
     if used:

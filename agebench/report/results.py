@@ -155,10 +155,13 @@ def load_predictions(path: str | Path) -> Predictions:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for line, row in enumerate(reader, start=2):
             try:
-                ages.append(float(row["age"]))
-                preds.append(float(row["pred"]))
+                age, pred = float(row["age"]), float(row["pred"])
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{path}:{line}: not a number ({err})") from None
+            if not (math.isfinite(age) and math.isfinite(pred)):
+                raise ValueError(f"{path}:{line}: age and pred must be finite, got {row['age']!r}, {row['pred']!r}")
+            ages.append(age)
+            preds.append(pred)
             paths.append(row["path"])
             subjects.append(row.get("subject_id") or "")
     return Predictions(

@@ -24,8 +24,8 @@ CI_METHOD = "two-level BCa bootstrap (seeds, then {unit} within each seed)"
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """Knobs of every interval and test; alpha = 1 - level, so a pair is significant where its CI excludes 0
-    (up to the two methods' Monte Carlo error)."""
+    """Knobs of every interval and test; alpha = 1 - level. A pair's CI is not multiplicity-corrected while its
+    verdict uses the Holm-adjusted p, so in a table of many pairs a CI may exclude 0 for a pair called a tie."""
 
     n_resamples: int = 2000
     level: float = 0.95
@@ -68,22 +68,40 @@ def _unit(predictions: list[Predictions]) -> str:
     return "subjects" if all(p.has_subjects for p in predictions) else "images"
 
 
-def _clustered(pred: Predictions, values: np.ndarray, unit: str) -> stats.Clustered:
-    return stats.cluster_sums(values, pred.subjects if unit == "subjects" else None)
+def _aligned(preds: list[Predictions], values: list[np.ndarray], unit: str) -> tuple[list[stats.Clustered], bool]:
+    """Per-seed clustered values; when every seed scored the same images they are put in the first seed's order
+    so the bootstrap draws a face once for all seeds (shared units)."""
+    first = preds[0]
+    shared = all(set(p.paths) == set(first.paths) and len(p.paths) == len(first.paths) for p in preds)
+    if shared:
+        for k, p in enumerate(preds):
+            if p.paths != first.paths:
+                where = {path: i for i, path in enumerate(p.paths)}
+                values[k] = values[k][[where[path] for path in first.paths]]
+        groups = first.subjects if unit == "subjects" else None
+        return [stats.cluster_sums(v, groups) for v in values], True
+    clustered = [
+        stats.cluster_sums(v, p.subjects if unit == "subjects" else None) for p, v in zip(preds, values, strict=True)
+    ]
+    return clustered, False
 
 
 def row_interval(cells: tuple[Cell, ...], key: str, cfg: StatsConfig) -> RowInterval | None:
-    """MAE and CS@1..10 intervals of a row's seeds; None when a seed has no readable predictions.csv."""
-    preds = [c.predictions for c in cells]
-    if not preds or any(p is None or not len(p.ages) for p in preds):
+    """MAE and CS@1..10 intervals of a row's seeds; None without a readable predictions.csv for every seed,
+    or with fewer than 2 units (subjects or images) in one."""
+    preds = [c.predictions for c in cells if c.predictions is not None]
+    if not preds or len(preds) != len(cells):
         return None
-    unit = _unit(preds)  # type: ignore[arg-type]
-    seeds = []
+    unit = _unit(preds)
+    values = []
     for p in preds:
-        err = p.abs_errors  # type: ignore[union-attr]
-        values = np.column_stack([err] + [(err <= k).astype(np.float64) for k in CS_KS])
-        seeds.append(_clustered(p, values, unit))  # type: ignore[arg-type]
-    iv = stats.bootstrap_interval(seeds, cfg.n_resamples, cfg.level, stats.rng_for(cfg.seed, key))
+        err = p.abs_errors
+        values.append(np.column_stack([err] + [(err <= k).astype(np.float64) for k in CS_KS]))
+    seeds, shared = _aligned(preds, values, unit)
+    try:
+        iv = stats.bootstrap_interval(seeds, cfg.n_resamples, cfg.level, stats.rng_for(cfg.seed, key), shared)
+    except ValueError:
+        return None
     return RowInterval(
         mae=(float(iv.low[0]), float(iv.high[0])),
         cs={k: (float(iv.low[i]), float(iv.high[i])) for i, k in enumerate(CS_KS, start=1)},
@@ -157,28 +175,44 @@ def _by_seed(cells: list[Cell], name: str) -> dict[int, Cell]:
     return out
 
 
-def paired_differences(cells_a: list[Cell], cells_b: list[Cell], a: str = "a", b: str = "b") -> dict[str, Any]:
+@dataclass
+class Paired:
+    """Per common seed: a's predictions and |err_a| - |err_b| in a's image order, and each model's MAE."""
+
+    seeds: list[int] = field(default_factory=list)
+    preds: list[Predictions] = field(default_factory=list)
+    diffs: list[np.ndarray] = field(default_factory=list)
+    mae_a: list[float] = field(default_factory=list)
+    mae_b: list[float] = field(default_factory=list)
+
+
+def _readable(cell: Cell) -> Predictions:
+    if cell.predictions is None or not len(cell.predictions.ages):
+        raise PairingError(f"{cell.rel}: no readable predictions.csv to pair images with")
+    return cell.predictions
+
+
+def paired_differences(cells_a: list[Cell], cells_b: list[Cell], a: str = "a", b: str = "b") -> Paired:
     """Per common seed, |err_a| - |err_b| matched by image path; refuses cells whose test sets differ."""
     by_a, by_b = _by_seed(cells_a, a), _by_seed(cells_b, b)
     common = sorted(set(by_a) & set(by_b))
     if not common:
         raise PairingError(f"{a} and {b} share no seed ({a}: {sorted(by_a)}, {b}: {sorted(by_b)})")
-    out: dict[str, Any] = {"seeds": common, "diffs": [], "preds": [], "mae_a": [], "mae_b": []}
+    out = Paired()
     for seed in common:
         ca, cb = by_a[seed], by_b[seed]
-        for cell in (ca, cb):
-            if cell.predictions is None or not len(cell.predictions.ages):
-                raise PairingError(f"{cell.rel}: no readable predictions.csv to pair images with")
-        pa, pb = ca.predictions, cb.predictions
-        assert pa is not None and pb is not None
+        pa, pb = _readable(ca), _readable(cb)
         ha, hb = ca.provenance.get("manifest_sha256"), cb.provenance.get("manifest_sha256")
         if ha and hb and ha != hb:
             raise PairingError(
                 f"test sets differ: {ca.rel} and {cb.rel} ran on different manifests "
                 f"(sha256 {str(ha)[:12]}... vs {str(hb)[:12]}...)"
             )
+        for cell, pred in ((ca, pa), (cb, pb)):
+            if len(set(pred.paths)) != len(pred.paths):
+                raise PairingError(f"{cell.rel}: predictions.csv lists an image more than once")
         index = {p: i for i, p in enumerate(pb.paths)}
-        if len(index) != len(pb.paths) or len(set(pa.paths)) != len(pa.paths) or set(pa.paths) != set(index):
+        if set(pa.paths) != set(index):
             shared = len(set(pa.paths) & set(index))
             raise PairingError(
                 f"test sets differ: {ca.rel} has {len(pa.paths)} images, {cb.rel} has {len(pb.paths)}, "
@@ -187,31 +221,35 @@ def paired_differences(cells_a: list[Cell], cells_b: list[Cell], a: str = "a", b
         order = np.array([index[p] for p in pa.paths], dtype=np.int64)
         if not np.allclose(pa.ages, pb.ages[order], atol=1e-3):
             raise PairingError(f"test sets differ: {ca.rel} and {cb.rel} give the same images different ages")
-        out["diffs"].append(pa.abs_errors - pb.abs_errors[order])
-        out["preds"].append(pa)
-        out["mae_a"].append(float(pa.abs_errors.mean()))
-        out["mae_b"].append(float(pb.abs_errors.mean()))
+        out.seeds.append(seed)
+        out.preds.append(pa)
+        out.diffs.append(pa.abs_errors - pb.abs_errors[order])
+        out.mae_a.append(float(pa.abs_errors.mean()))
+        out.mae_b.append(float(pb.abs_errors.mean()))
     return out
 
 
 def compare(dataset: str, a: str, cells_a: list[Cell], b: str, cells_b: list[Cell], cfg: StatsConfig) -> Pair:
     """The paired comparison of a against b (raises PairingError when they cannot be paired)."""
     data = paired_differences(cells_a, cells_b, a, b)
-    unit = _unit(data["preds"])
-    seeds = [_clustered(p, d, unit) for p, d in zip(data["preds"], data["diffs"], strict=True)]
+    unit = _unit(data.preds)
+    seeds, shared = _aligned(data.preds, list(data.diffs), unit)
+    if any(len(counts) < 2 for _, counts in seeds):
+        raise PairingError(f"{a} and {b}: fewer than 2 {unit} in the test split, nothing to resample")
     key = f"{dataset}/{a}/{b}"
-    iv = stats.bootstrap_interval(seeds, cfg.n_resamples, cfg.level, stats.rng_for(cfg.seed, key + "/ci"))
-    p = stats.sign_flip_test(seeds, cfg.n_permutations, stats.rng_for(cfg.seed, key + "/test"))
+    rng_ci, rng_test = stats.rng_for(cfg.seed, key + "/ci"), stats.rng_for(cfg.seed, key + "/test")
+    iv = stats.bootstrap_interval(seeds, cfg.n_resamples, cfg.level, rng_ci, shared)
+    p = stats.sign_flip_test(seeds, cfg.n_permutations, rng_test, shared)
     return Pair(
         dataset=dataset,
         a=a,
         b=b,
-        seeds=tuple(data["seeds"]),
-        n_images=len(data["diffs"][0]),
+        seeds=tuple(data.seeds),
+        n_images=len(data.diffs[0]),
         n_units=max(len(c) for _, c in seeds),
         unit=unit,
-        mae_a=float(np.mean(data["mae_a"])),
-        mae_b=float(np.mean(data["mae_b"])),
+        mae_a=float(np.mean(data.mae_a)),
+        mae_b=float(np.mean(data.mae_b)),
         delta=float(iv.estimate[0]),
         ci_low=float(iv.low[0]),
         ci_high=float(iv.high[0]),
@@ -268,6 +306,7 @@ def compare_dataset(dataset: str, rows: list[Row], cfg: StatsConfig) -> DatasetC
     labels = [row_label(r) for r in rows]
     result = DatasetComparison(dataset, labels)
     p_matrix = np.full((len(rows), len(rows)), np.nan)
+    delta = np.full((len(rows), len(rows)), np.nan)
     raw: list[tuple[int, int, Pair]] = []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
@@ -281,7 +320,8 @@ def compare_dataset(dataset: str, rows: list[Row], cfg: StatsConfig) -> DatasetC
     for (i, j, pair), p_holm in zip(raw, adjusted, strict=True):
         result.pairs.append(replace(pair, p_holm=float(p_holm)))
         p_matrix[i, j] = p_matrix[j, i] = p_holm
-    groups = stats.rank_groups(p_matrix, cfg.alpha) if rows else []
+        delta[i, j], delta[j, i] = pair.delta, -pair.delta
+    groups = stats.rank_groups(p_matrix, delta, cfg.alpha) if rows else []
     result.groups = dict(zip(labels, groups, strict=True))
     return result
 
@@ -306,10 +346,10 @@ class FriedmanSummary:
             "models": self.models,
             "mae": [[_r(v) for v in row] for row in self.mae],
             "avg_ranks": [_r(v) for v in r.avg_ranks],
-            "chi2": _r(r.statistic),
-            "p_value": _r(r.pvalue),
+            "chi2": _r(r.statistic) if np.isfinite(r.statistic) else None,
+            "p_value": _r(r.pvalue) if np.isfinite(r.pvalue) else None,
             "iman_davenport_f": _r(r.iman_davenport) if np.isfinite(r.iman_davenport) else None,
-            "iman_davenport_p": _r(r.iman_davenport_p),
+            "iman_davenport_p": _r(r.iman_davenport_p) if np.isfinite(r.iman_davenport_p) else None,
             "nemenyi_cd": _r(self.cd),
             "alpha": self.alpha,
             "cliques": [[self.models[i] for i in c] for c in self.cliques],
@@ -340,7 +380,7 @@ def friedman_over_datasets(rows: list[Row], alpha: float) -> tuple[FriedmanSumma
             f"measured on all of them; the results have {len(datasets)} data set(s) and {len(models)} such model(s)."
         )
         return None, note
-    mae = [[best[(d, m)].mae_mean for m in models] for d in datasets]
+    mae = [[float(best[(d, m)].mae_mean or 0.0) for m in models] for d in datasets]  # mae_mean is set: filtered
     result = stats.friedman(np.array(mae))
     cd = stats.nemenyi_cd(len(models), len(datasets), alpha)
     summary = FriedmanSummary(
@@ -351,9 +391,12 @@ def friedman_over_datasets(rows: list[Row], alpha: float) -> tuple[FriedmanSumma
         cd,
         stats.nemenyi_cliques(result.avg_ranks, cd),
         alpha,
-        excluded,  # type: ignore[arg-type]
+        excluded,
     )
-    verdict = "reject" if result.pvalue < alpha else "do not reject"
+    if not np.isfinite(result.pvalue):
+        verdict = "undefined: every model ties on every data set"
+    else:
+        verdict = "reject" if result.pvalue < alpha else "do not reject"
     note = (
         f"Friedman test over {len(datasets)} data sets and {len(models)} models: chi2 = {result.statistic:.2f}, "
         f"p = {result.pvalue:.3g} ({verdict} 'all models alike' at alpha {alpha:g}); Nemenyi CD = {cd:.2f} ranks."
@@ -410,12 +453,18 @@ def analyse(rows: list[Row], cfg: StatsConfig | None = None) -> Analysis:
             by_dataset.setdefault(row.dataset, []).append(row)
     comparisons = {}
     for dataset, members in by_dataset.items():
-        members.sort(key=lambda r: (r.mae_mean, r.model))
-        for rank, row in enumerate(members, start=1):
-            row.rank = rank
-            row.interval = row_interval(row.cells, f"{dataset}/{row_label(row)}", cfg)
-        comp = compare_dataset(dataset, members, cfg)
         for row in members:
+            row.interval = row_interval(row.cells, f"{dataset}/{row_label(row)}", cfg)
+        # Ranked and compared: rows whose numbers can be trusted and paired. A leaky row's MAE is optimistic
+        # and a row without predictions cannot be paired; they keep their place in the table, with no rank.
+        ranked = sorted(
+            (r for r in members if FLAG_LEAKY not in r.flags and r.interval is not None),
+            key=lambda r: (r.mae_mean, r.model),
+        )
+        for rank, row in enumerate(ranked, start=1):
+            row.rank = rank
+        comp = compare_dataset(dataset, ranked, cfg)
+        for row in ranked:
             row.group = comp.groups.get(row_label(row))
         comparisons[dataset] = comp
     friedman, note = friedman_over_datasets(rows, cfg.alpha)

@@ -22,7 +22,7 @@ from scipy import stats as sps
 
 # One seed's data, clustered: (sums [C, m] of the m per-image values over each of C units, unit sizes [C]).
 Clustered = tuple[np.ndarray, np.ndarray]
-_CHUNK_ELEMENTS = 1 << 22  # resamples x units per chunk: bounds memory at ~32 MB whatever the test-set size
+_CHUNK_ELEMENTS = 1 << 21  # resamples x units per chunk: about 70 MB at peak whatever the test-set size
 
 
 def rng_for(seed: int, key: str) -> np.random.Generator:
@@ -64,19 +64,44 @@ def _resample_counts(rng: np.random.Generator, n_units: int, size: int) -> np.nd
     return np.bincount((draws + offsets).ravel(), minlength=size * n_units).reshape(size, n_units).astype(np.float64)
 
 
-def bootstrap_distribution(seeds: Sequence[Clustered], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _check_shared(seeds: Sequence[Clustered]) -> None:
+    sizes = seeds[0][1]
+    if any(len(c) != len(sizes) or not np.array_equal(c, sizes) for _, c in seeds):
+        raise ValueError("shared_units: every seed must have the same units, in the same order")
+
+
+def bootstrap_distribution(
+    seeds: Sequence[Clustered], n_resamples: int, rng: np.random.Generator, shared_units: bool = False
+) -> np.ndarray:
     """Two-level bootstrap of the mean over seeds of a per-seed mean: [n_resamples, m] replicates.
 
-    Each replicate draws S seeds with replacement from the S given, then, for each drawn seed, its units with
-    replacement; a seed's statistic is (sum of drawn unit sums) / (number of drawn images), the ratio estimator
-    of a cluster bootstrap. With one seed and one image per unit this is the ordinary bootstrap of a mean
-    (Efron & Tibshirani 1993, ch. 6). scipy.stats.bootstrap resamples one flat sample only, so the two levels
-    are written here; a test checks that the one-seed case matches scipy's percentile interval.
+    Each replicate draws S seeds with replacement from the S given, and units with replacement; a seed's
+    statistic is (sum of drawn unit sums) / (number of drawn images), the ratio estimator of a cluster
+    bootstrap. ``shared_units``: every seed scored the same units (the same test split, same order), the usual
+    case: one draw of units then serves every drawn seed of the replicate. Test-set sampling and training
+    noise are crossed, not nested (Owen 2007, Ann. Appl. Stat. 1:412-436): drawing a face anew for each seed
+    would treat its errors under two seeds as independent and shrink the test-set variance about S-fold.
+    Without it each drawn seed gets its own draw (seeds tested on independent test sets). With one seed and
+    one image per unit this is the ordinary bootstrap of a mean (Efron & Tibshirani 1993, ch. 6); scipy's
+    ``bootstrap`` resamples one flat sample only, so the levels are written here.
     """
     if not seeds:
         raise ValueError("no seeds to resample")
     n_seeds, m = len(seeds), seeds[0][0].shape[1]
     picks = rng.integers(0, n_seeds, size=(n_resamples, n_seeds)) if n_seeds > 1 else np.zeros((n_resamples, 1), int)
+    if shared_units:
+        _check_shared(seeds)
+        sizes = seeds[0][1]
+        stacked = np.stack([sums for sums, _ in seeds])  # [S, C, m]
+        out = np.empty((n_resamples, m))
+        chunk = max(1, _CHUNK_ELEMENTS // len(sizes))
+        for start in range(0, n_resamples, chunk):
+            stop = min(n_resamples, start + chunk)
+            weights = _resample_counts(rng, len(sizes), stop - start)  # [b, C], shared by the seeds
+            per_seed = np.matmul(weights[None], stacked) / (weights @ sizes)[None, :, None]  # [S, b, m]
+            drawn = per_seed[picks[start:stop].T, np.arange(stop - start)[None, :]]  # [S draws, b, m]
+            out[start:stop] = drawn.mean(axis=0)
+        return out
     per_seed = np.empty((n_resamples, n_seeds, m))
     for position in range(n_seeds):
         for s, (sums, counts) in enumerate(seeds):
@@ -99,14 +124,20 @@ class Interval:
     level: float
 
 
-def jackknife(seeds: Sequence[Clustered]) -> np.ndarray:
-    """Leave-one-unit-out values of the mean over seeds of per-seed means ([units over all seeds, m]).
+def jackknife(seeds: Sequence[Clustered], shared_units: bool = False) -> np.ndarray:
+    """Leave-one-unit-out values of the mean over seeds of per-seed means ([units, m]).
 
-    Dropping unit c of seed s changes only seed s's mean, to (S_s - s_c) / (N_s - n_c). A seed with a single
-    unit has no leave-one-out value and contributes none.
+    Shared units: unit c leaves every seed at once, each seed's mean becoming (S_s - s_sc) / (N - n_c).
+    Otherwise dropping unit c of seed s changes only seed s's mean. Seeds with one unit contribute none.
     """
     means = [sums.sum(axis=0) / counts.sum() for sums, counts in seeds]
     total = np.mean(means, axis=0)
+    if shared_units:
+        sizes = seeds[0][1]
+        if len(sizes) < 2:
+            return np.empty((0, len(total)))
+        loo = [(sums.sum(axis=0) - sums) / (sizes.sum() - sizes)[:, None] for sums, _ in seeds]
+        return np.mean(loo, axis=0)
     out = []
     for (sums, counts), mean in zip(seeds, means, strict=True):
         if len(counts) < 2:
@@ -117,7 +148,11 @@ def jackknife(seeds: Sequence[Clustered]) -> np.ndarray:
 
 
 def bootstrap_interval(
-    seeds: Sequence[Clustered], n_resamples: int = 2000, level: float = 0.95, rng: np.random.Generator | None = None
+    seeds: Sequence[Clustered],
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    rng: np.random.Generator | None = None,
+    shared_units: bool = False,
 ) -> Interval:
     """BCa interval (bias-corrected and accelerated; Efron 1987, JASA 82:171-185) of the two-level bootstrap.
 
@@ -125,16 +160,20 @@ def bootstrap_interval(
     |error|: 92.9-95.1% measured on 200-image test sets); BCa shifts the percentiles by the bootstrap's median
     bias z0 and a skewness term a from the leave-one-unit-out jackknife, as ``scipy.stats.bootstrap(...,
     method="BCa")`` does for one flat sample (a test checks that the one-seed case equals scipy's). Assumes
-    units (subjects or images) are exchangeable within a seed and seeds are exchangeable draws of the
-    training noise; with few seeds the seed level is crude (3 seeds resample into only 10 distinct sets).
-    A degenerate bootstrap (every replicate equal, e.g. identical predictions) gives the point itself.
+    units (subjects or images) are exchangeable and seeds are exchangeable draws of the training noise. With S
+    seeds the seed level's variance is biased low by (S - 1) / S (3 seeds: by a third; they resample into only
+    10 distinct sets): seed variance widens the interval, but 3 seeds measure it poorly. Where BCa is undefined
+    (every replicate on one side of the estimate) the percentile interval is used; a degenerate bootstrap
+    (every replicate equal, e.g. identical predictions) gives the point itself. Needs >= 2 units per seed.
     """
     _check_level(level)
-    boot = bootstrap_distribution(seeds, n_resamples, rng if rng is not None else np.random.default_rng(0))
+    if any(len(counts) < 2 for _, counts in seeds):
+        raise ValueError("a bootstrap interval needs at least 2 units (subjects or images) per seed")
+    boot = bootstrap_distribution(seeds, n_resamples, rng or np.random.default_rng(0), shared_units)
     estimate = point_estimate(seeds)
     # z0: normal quantile of the share of replicates below the estimate (ties count half), as scipy computes it.
     share_below = ((boot < estimate).sum(axis=0) + (boot <= estimate).sum(axis=0)) / (2 * len(boot))
-    jack = jackknife(seeds)
+    jack = jackknife(seeds, shared_units)
     spread = jack.mean(axis=0) - jack
     with np.errstate(divide="ignore", invalid="ignore"):
         z0 = sps.norm.ppf(share_below)
@@ -146,27 +185,39 @@ def bootstrap_interval(
         if np.ptp(boot[:, j]) == 0:
             low[j] = high[j] = boot[0, j]
             continue
-        quantiles = []
-        for z in (sps.norm.ppf(tail), sps.norm.ppf(1 - tail)):
-            shifted = z0[j] + (z0[j] + z) / (1 - accel[j] * (z0[j] + z))
-            quantiles.append(float(np.nan_to_num(sps.norm.cdf(shifted), nan=0.5)))
+        quantiles = [tail, 1 - tail]  # the percentile interval, where BCa is undefined
+        if np.isfinite(z0[j]):
+            z = sps.norm.ppf(quantiles)
+            quantiles = sps.norm.cdf(z0[j] + (z0[j] + z) / (1 - accel[j] * (z0[j] + z))).tolist()
         low[j], high[j] = np.percentile(boot[:, j], [100 * q for q in quantiles])
     return Interval(estimate, low, high, level)
 
 
 def sign_flip_test(
-    seeds: Sequence[Clustered], n_permutations: int = 9999, rng: np.random.Generator | None = None
+    seeds: Sequence[Clustered],
+    n_permutations: int = 9999,
+    rng: np.random.Generator | None = None,
+    shared_units: bool = False,
 ) -> float:
     """Two-sided p-value of a paired sign-flip (randomisation) test that the mean difference is zero.
 
     Input: per seed, the per-unit sums of d_i = |error_a,i| - |error_b,i| (one column) and unit sizes. Under
     H0 the two models are exchangeable on every unit, so each unit's summed difference is as likely to carry
-    either sign (Fisher 1935; Good 2005, ch. 3); units of different seeds flip independently. The statistic is
-    the estimate itself, mean over seeds of sum(d) / n_seed, i.e. a weighted sum of unit sums. scipy's
-    ``permutation_test`` with ``permutation_type="samples"`` on one sample is exactly this sign flip (exact when
-    2**units <= n_permutations, else Monte Carlo with the +1 correction, so p >= 1 / (n_permutations + 1)).
+    either sign (Fisher 1935; Good 2005, ch. 3). The statistic is the estimate itself, mean over seeds of
+    sum(d) / n_seed, a weighted sum of unit sums. With ``shared_units`` a unit's differences are first summed
+    over the seeds and flip together (a face is one observation however many seeds scored it); otherwise
+    units of different seeds flip independently. scipy's ``permutation_test`` with
+    ``permutation_type="samples"`` on one sample is exactly this sign flip (exact when 2**units <=
+    n_permutations, else Monte Carlo with the +1 correction, so p >= 1 / (n_permutations + 1)).
     """
-    weighted = np.concatenate([sums[:, 0] / (len(seeds) * counts.sum()) for sums, counts in seeds])
+    weighted_per_seed = [sums[:, 0] / (len(seeds) * counts.sum()) for sums, counts in seeds]
+    if shared_units:
+        _check_shared(seeds)
+        weighted = np.sum(weighted_per_seed, axis=0)
+    else:
+        weighted = np.concatenate(weighted_per_seed)
+    if not np.all(np.isfinite(weighted)):
+        raise ValueError("differences must be finite")
     result = sps.permutation_test(
         (weighted,),
         lambda x, axis: np.sum(x, axis=axis),
@@ -196,32 +247,33 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def rank_groups(adjusted_p: np.ndarray, alpha: float) -> list[int | None]:
-    """Rank groups of rows sorted best first, from a symmetric matrix of adjusted pairwise p-values.
+def rank_groups(adjusted_p: np.ndarray, delta: np.ndarray, alpha: float) -> list[int | None]:
+    """Rank groups of rows sorted best first, from symmetric adjusted pairwise p-values and differences.
 
-    Group 1 is the best row and every row not significantly different from it (adjusted p >= alpha); the best
-    row not yet grouped then leads group 2 with the remaining rows that tie with it, and so on. A row that
-    could not be compared with its would-be leader (NaN p: another test set) gets None. Pairwise tests are not
-    transitive, so group 2 may hold a row whose MAE is below one in group 1's tail: the groups answer "does this
-    row differ from the leader", which is the question a leaderboard's reader asks.
+    ``delta[i, j]`` is MAE_i - MAE_j over the pair's common seeds. Group 1 is the best row and every row not
+    significantly different from it (adjusted p >= alpha); the best row not yet grouped then leads group 2
+    with the remaining rows that tie with it, and so on. None: a row that could not be compared with its
+    would-be leader (NaN p: another test set), or one significantly *better* than its leader (rows are sorted
+    on all their seeds, pairs use common seeds only, so the two orders can disagree). Pairwise tests are not
+    transitive: the groups answer "does this row differ from its leader", the question a reader asks.
     """
     n = len(adjusted_p)
     groups: list[int | None] = [None] * n
-    excluded = [False] * n
+    settled = [False] * n
     group = 0
     for leader in range(n):
-        if groups[leader] is not None or excluded[leader]:
+        if settled[leader]:
             continue
         group += 1
-        groups[leader] = group
+        groups[leader], settled[leader] = group, True
         for j in range(leader + 1, n):
-            if groups[j] is not None or excluded[j]:
+            if settled[j]:
                 continue
             p = adjusted_p[leader, j]
-            if np.isnan(p):
-                excluded[j] = True
+            if np.isnan(p) or (p < alpha and delta[leader, j] > 0):
+                settled[j] = True  # not comparable with the leader, or better than it: no group
             elif p >= alpha:
-                groups[j] = group
+                groups[j], settled[j] = group, True
     return groups
 
 
@@ -242,19 +294,22 @@ def friedman(errors: np.ndarray) -> FriedmanResult:
     """Friedman's rank test that k models perform alike on N data sets (Friedman 1937; Demsar 2006, sec. 3.2.2).
 
     ``errors[i, j]``: model j's error (MAE) on data set i; lower ranks better. Assumes data sets are independent
-    blocks and ranks are comparable across them. chi2_F comes from ``scipy.stats.friedmanchisquare`` (with its
-    tie correction); Iman & Davenport's (1980) F_F = (N - 1) chi2_F / (N (k - 1) - chi2_F), on (k - 1) and
-    (k - 1)(N - 1) degrees of freedom, is less conservative and is the one Demsar recommends.
+    blocks and ranks are comparable across them. chi2_F and its p-value come from
+    ``scipy.stats.friedmanchisquare`` (chi-square approximation with a tie correction: rough for N < 10 data
+    sets, so read p as indicative there). Iman & Davenport's (1980) F_F = (N - 1) chi2_F / (N (k - 1) - chi2_F)
+    on (k - 1) and (k - 1)(N - 1) degrees of freedom is reported beside it (Demsar prefers it); it is NaN where
+    undefined (every data set ranks the models identically, or every model ties).
     """
     errors = np.asarray(errors, dtype=np.float64)
     n, k = errors.shape
     if k < 3 or n < 2:
         raise ValueError(f"Friedman's test needs >= 3 models and >= 2 data sets, got {k} and {n}")
     ranks = sps.rankdata(errors, axis=1)
-    statistic, pvalue = sps.friedmanchisquare(*errors.T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic, pvalue = sps.friedmanchisquare(*errors.T)
     denominator = n * (k - 1) - statistic
-    f_f = (n - 1) * statistic / denominator if denominator > 0 else np.inf
-    f_p = float(sps.f.sf(f_f, k - 1, (k - 1) * (n - 1))) if np.isfinite(f_f) else 0.0
+    f_f = (n - 1) * statistic / denominator if denominator > 0 else np.nan
+    f_p = float(sps.f.sf(f_f, k - 1, (k - 1) * (n - 1))) if np.isfinite(f_f) else np.nan
     return FriedmanResult(float(statistic), float(pvalue), float(f_f), f_p, ranks.mean(axis=0), n, k)
 
 
