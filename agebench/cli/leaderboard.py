@@ -100,8 +100,7 @@ def print_table(rows, analysis=None) -> None:
         f"MAE: mean ± std over seeds. Latency: batch 1. Timed on: {'; '.join(devices) or 'not recorded'}. "
         f"(paper): published by {PAPER}, not measured here."
     )
-    if analysis is not None:
-        caption = analysis.legend() + " " + caption
+
     table = Table(title="agebench leaderboard", caption=caption)
     for key, header, width in TERMINAL_COLUMNS:
         numeric = key in ("cs5", "baseline", "params", "latency", "throughput")
@@ -116,9 +115,11 @@ def print_table(rows, analysis=None) -> None:
             for k, _, _ in TERMINAL_COLUMNS
         ]
         table.add_row(*values, style=style)
-    console = Console()
+    # Piped (make bench > log) rich assumes 80 columns and crops the table's right columns: give it room.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if analysis is not None:
+        console.print(escape(analysis.legend()))
         print_comparisons(console, analysis)
 
 

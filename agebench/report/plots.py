@@ -79,7 +79,7 @@ def cs_curves(rows: list[Row]) -> Figure | None:
     if not by_dataset:
         return None
     colors = _colors(rows)
-    title = "Cumulative score CS@k (mean over seeds; higher is better; bands: bootstrap CI)"
+    title = "Cumulative score CS@k (mean over seeds; higher is better)\nbands: bootstrap confidence interval"
     fig, axes = _panels(len(by_dataset), title)
     for ax, (dataset, members) in zip(axes, by_dataset.items(), strict=True):
         for row in members:
@@ -160,7 +160,7 @@ def mae_vs_latency(rows: list[Row]) -> Figure | None:
     colors = _colors(rows)
     measured = [r for members in by_dataset.values() for r in members]
     devices = textwrap.fill(f"timed on: {_devices(measured)}", width=70 * min(len(by_dataset), 2))
-    title = f"MAE vs inference latency (batch 1, median after warmup; bars: bootstrap CI of the MAE)\n{devices}"
+    title = f"MAE vs inference latency (batch 1, median after warmup; bars: MAE CI)\n{devices}"
     fig, axes = _panels(len(by_dataset), title)
     for ax, (dataset, members) in zip(axes, by_dataset.items(), strict=True):
         xs = []

@@ -19,7 +19,7 @@ from agebench.report.results import Cell, Predictions
 
 CS_KS = tuple(range(1, 11))
 TEST_METHOD = "paired sign-flip permutation test"
-CI_METHOD = "two-level BCa bootstrap (seeds, then {unit} within each seed)"
+CI_METHOD = "two-level BCa bootstrap (seeds; {unit}, drawn once for all seeds that share them)"
 
 
 @dataclass(frozen=True)
