@@ -128,6 +128,8 @@ def print_comparisons(console, analysis) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from agebench.report.leaderboard import format_p
+
     alpha, level = analysis.config.alpha, analysis.config.level
     for comp in analysis.datasets.values():
         console.print(f"[bold]{escape(comp.summary(alpha))}[/]")
@@ -137,13 +139,12 @@ def print_comparisons(console, analysis) -> None:
         for header in ("a", "b", "a - b (y)", f"{level:.0%} CI", "p (Holm)", "verdict"):
             table.add_column(header)
         for p in comp.pairs:
-            holm = p.p_holm if p.p_holm is not None else p.p_value
             table.add_row(
                 escape(p.a),
                 escape(p.b),
                 f"{p.delta:+.2f}",
                 f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]",
-                "< 0.001" if holm < 0.001 else f"{holm:.3f}",
+                format_p(p.p_adjusted),
                 escape(p.verdict(alpha)),
             )
         console.print(table)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from agebench import __version__
-from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, Row
+from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, Row, format_p
 from agebench.report.reference import SOURCE
 from agebench.report.results import Cell, provenance_summary
 
@@ -144,12 +144,10 @@ def _pair_matrix(comp: DatasetComparison, alpha: float) -> list[str]:
             delta, low, high = sign * pair.delta, *sorted((sign * pair.ci_low, sign * pair.ci_high))
             kind = "tie" if not pair.significant(alpha) else ("better" if delta < 0 else "worse")
             word = {"tie": "no significant difference", "better": "row better", "worse": "row worse"}[kind]
-            p = pair.p_holm if pair.p_holm is not None else pair.p_value
-            p_text = "&lt; 0.001" if p < 0.001 else f"{p:.3f}"
             tds.append(
                 f'<td class="{kind}" title="{escape(word)}; {pair.n_images} images, {len(pair.seeds)} seed(s), '
                 f'{pair.n_units} {escape(pair.unit)}">{delta:+.2f} [{low:+.2f}, {high:+.2f}]<br>'
-                f"<small>p<sub>Holm</sub> = {p_text}</small></td>"
+                f"<small>p<sub>Holm</sub> = {escape(format_p(pair.p_adjusted))}</small></td>"
             )
         out.append("<tr>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")

@@ -336,7 +336,8 @@ def _md_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _p(value: float | None) -> str:
+def format_p(value: float | None) -> str:
+    """A p-value as every table prints it: 3 decimals, "< 0.001" below that."""
     if value is None:
         return ""
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
@@ -356,8 +357,8 @@ def statistics_markdown(analysis: Analysis, cd_link: str | None = None) -> list[
             for p in comp.pairs:
                 cells = [
                     p.a, p.b, f"{p.n_images} ({p.n_units} {p.unit})", str(len(p.seeds)), f"{p.mae_a:.2f}",
-                    f"{p.mae_b:.2f}", f"{p.delta:+.2f}", f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]", _p(p.p_value),
-                    _p(p.p_holm), p.verdict(alpha),
+                    f"{p.mae_b:.2f}", f"{p.delta:+.2f}", f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]", format_p(p.p_value),
+                    format_p(p.p_holm), p.verdict(alpha),
                 ]  # fmt: skip
                 lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
             lines.append("")

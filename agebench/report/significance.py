@@ -131,9 +131,13 @@ class Pair:
     level: float
     p_holm: float | None = None
 
+    @property
+    def p_adjusted(self) -> float:
+        """The p-value verdicts use: Holm-adjusted within a table, the raw one for a pair on its own."""
+        return self.p_holm if self.p_holm is not None else self.p_value
+
     def significant(self, alpha: float) -> bool:
-        p = self.p_holm if self.p_holm is not None else self.p_value
-        return p < alpha
+        return self.p_adjusted < alpha
 
     def verdict(self, alpha: float) -> str:
         if not self.significant(alpha):
