@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{counts['malformed_names']} malformed name(s) kept")
     if counts["skipped_files"]:
         notes.append(f"{counts['skipped_files']} file(s) skipped")
+    if counts.get("bad_images"):
+        notes.append(f"{counts['bad_images']} unusable image(s) left out")
     if counts["no_face"]:
         notes.append(f"{counts['no_face']} image(s) without a detected face (centre crop)")
     if notes:

@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agebench.data.decode_check import BadImage, check_manifest_images, counts_by_kind
 from agebench.data.manifest import SPLITS, Manifest, load_manifest, split_summary
 
-EXIT_OK, EXIT_LEAKY = 0, 1
+EXIT_OK, EXIT_LEAKY, EXIT_BAD_IMAGES = 0, 1, 1
 DECADES = tuple(f"{d}-{d + 9}" for d in range(0, 100, 10)) + ("100+",)
 
 
@@ -41,6 +42,7 @@ class AuditReport:
     duplicates: list[DuplicateGroup] = field(default_factory=list)
     histograms: dict[str, dict[str, int]] = field(default_factory=dict)
     duplicates_checked: bool = False
+    bad_images: list[BadImage] | None = None  # None: images not decoded (audit without --decode)
 
     @property
     def leaking_duplicates(self) -> list[DuplicateGroup]:
@@ -52,6 +54,8 @@ class AuditReport:
 
     @property
     def exit_code(self) -> int:
+        if self.bad_images:
+            return EXIT_BAD_IMAGES
         return EXIT_LEAKY if self.leaky else EXIT_OK
 
     def to_dict(self) -> dict[str, object]:
@@ -64,6 +68,9 @@ class AuditReport:
             "duplicate_image_leaks": len(self.leaking_duplicates),
             "duplicate_groups": [{"sha256": d.sha256, "paths": d.paths, "splits": d.splits} for d in self.duplicates],
             "age_histograms": self.histograms,
+            "images_decoded": self.bad_images is not None,
+            "bad_images": [b.to_dict() for b in self.bad_images or []],
+            "bad_image_counts": counts_by_kind(self.bad_images or []),
         }
 
 
@@ -96,7 +103,10 @@ def duplicate_paths(root: Path, paths: list[str], workers: int = 8) -> list[tupl
     """(sha256, sorted paths) for every set of files under root with identical bytes, sorted by first path."""
     by_size: dict[int, list[str]] = defaultdict(list)
     for p in paths:
-        by_size[os.path.getsize(root / p)].append(p)
+        try:
+            by_size[os.path.getsize(root / p)].append(p)
+        except OSError:  # a missing file has no duplicate; `audit --decode` reports it
+            continue
     candidates = [p for group in by_size.values() if len(group) > 1 for p in group]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         hashes = list(pool.map(lambda p: _sha256(root / p), candidates))
@@ -134,12 +144,26 @@ def build_report(manifest: Manifest, duplicates: list[tuple[str, list[str]]] | N
 
 
 def audit(
-    file: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, *, check_duplicates: bool = True
+    file: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    check_duplicates: bool = True,
+    decode: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> AuditReport:
-    """Validate (raises ManifestError when malformed) and collect the facts a user should see."""
+    """Validate (raises ManifestError when malformed) and collect the facts a user should see.
+
+    ``decode=True`` also decodes every image (see :mod:`agebench.data.decode_check`); missing files are
+    then reported per row instead of stopping the duplicate check.
+    """
     manifest = load_manifest(file, root)
-    paths = [r.path for r in manifest.records]
-    return build_report(manifest, duplicate_paths(manifest.root, paths) if check_duplicates else None)
+    bad = check_manifest_images(manifest, workers=workers, progress=progress) if decode else None
+    unreadable = {b.path for b in bad or [] if b.kind in ("missing", "unreadable")}
+    paths = [r.path for r in manifest.records if r.path not in unreadable]
+    report = build_report(manifest, duplicate_paths(manifest.root, paths) if check_duplicates else None)
+    report.bad_images = bad
+    return report
 
 
 def _shown(items: list[str], limit: int = 50) -> str:
@@ -193,5 +217,14 @@ def print_report(report: AuditReport) -> None:
         console.print(f"note: {same_split} group(s) of identical images within one split (not a leak)")
     if not report.duplicates_checked:
         console.print("duplicate images: not checked")
-    if not report.leaky:
+    if report.bad_images:
+        counts = ", ".join(f"{n} {kind}" for kind, n in counts_by_kind(report.bad_images).items())
+        console.print(f"[bold red]BAD IMAGES[/]: {len(report.bad_images)} of {len(m.records)} ({counts}):")
+        for b in report.bad_images[:200]:
+            console.print(f"  {b.line()}", highlight=False, markup=False)
+        if len(report.bad_images) > 200:
+            console.print(f"  ... and {len(report.bad_images) - 200} more (--json lists all)")
+    elif report.bad_images is not None:
+        console.print(f"images: all {len(m.records)} decode")
+    if not report.leaky and not report.bad_images:
         console.print("[green]valid[/]: splits are subject-exclusive" if m.has_identities else "[green]valid[/]")

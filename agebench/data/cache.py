@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from agebench.data.faces import Quad, crops_file, load_crop, read_crops
+from agebench.data.images import ImageDecodeError
 from agebench.data.manifest import Manifest, file_sha256, load_manifest
 from agebench.errors import UserError
 
@@ -129,8 +130,13 @@ def _fill(task: tuple[str, list[tuple[int, str, Quad | None]], int, CropFn]) -> 
     for i, path, quad in items:
         try:
             image = crop_fn(Path(path), quad, size)
+        except ImageDecodeError as err:
+            raise UserError(
+                f"manifest row {i + 2}: {path}: {err.kind} image ({err.detail}); "
+                "`agebench audit --decode MANIFEST` lists every bad image"
+            ) from None
         except OSError as err:
-            raise UserError(f"{path}: cannot read image ({err})") from None
+            raise UserError(f"manifest row {i + 2}: {path}: cannot read image ({err})") from None
         if image.shape != (size, size, 3) or image.dtype != np.uint8:
             raise ValueError(f"crop_fn returned {image.shape} {image.dtype} for {path}, expected ({size}, {size}, 3)")
         out[i] = image

@@ -8,6 +8,7 @@ tree, the protocol and the seed; face crops go to ``manifest.crops.csv`` and, wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from agebench.data import faces
 from agebench.data.audit import AuditReport, build_report, duplicate_paths
+from agebench.data.decode_check import check_files, counts_by_kind
 from agebench.data.manifest import load_manifest, write_manifest
 from agebench.data.protocols import Assigned, ProtocolResult, apply_protocol
 from agebench.data.sources import SourceScan, scan
@@ -167,6 +169,13 @@ def prepare(
     detector = faces.DetectorSpec.parse(face_detector or found.default_detector)
     if detector.kind == "haar":
         faces.haar_cascade_file()  # fail early, before any work, if this OpenCV lacks the cascades
+    # Unusable files never reach the manifest: they are listed in the report instead.
+    bad = check_files([(root / r.path, r.path, 0, "") for r in found.records], workers=workers, progress=progress)
+    if bad:
+        dropped = {b.path for b in bad}
+        found = dataclasses.replace(found, records=[r for r in found.records if r.path not in dropped])
+        if not found.records:
+            raise UserError(f"{root}: none of the {len(bad)} images found decodes ({counts_by_kind(bad)})")
     with _status(progress, f"looking for identical images among {len(found.records)} files"):
         dups = duplicate_paths(root, [r.path for r in found.records], workers)
     result: ProtocolResult = apply_protocol(protocol, found, seed=seed, fold=fold, linked=[p for _, p in dups])
@@ -199,7 +208,8 @@ def prepare(
         "leaky": audit.leaky or bool(result.conflicts),
         "protocol_conflicts": result.conflicts,
         "counts": {
-            "images_found": len(found.records),
+            "images_found": len(found.records) + len(bad),
+            "bad_images": len(bad),
             "images_in_manifest": len(manifest.records),
             "subjects_in_manifest": len({r.subject_id for r in manifest.records if r.subject_id}) or None,
             "malformed_names": len(found.malformed),
@@ -209,6 +219,8 @@ def prepare(
         "splits": audit.summary,
         "malformed_names": found.malformed,
         "skipped_files": found.skipped,
+        "bad_images": [{"path": b.path, "kind": b.kind, "detail": b.detail} for b in bad],
+        "bad_image_counts": counts_by_kind(bad),
         "faces": {
             "detector": str(detector),
             "opencv": cv2.__version__,
@@ -251,7 +263,7 @@ def render_markdown(report: dict) -> str:
         f"{leak['duplicate_image_leaks']} duplicate-image leak(s), {len(report['protocol_conflicts'])} image(s) "
         "listed in several splits by the protocol)",
         f"- images found {c['images_found']}, in manifest {c['images_in_manifest']}, "
-        f"subjects {c['subjects_in_manifest'] or '-'}",
+        f"subjects {c['subjects_in_manifest'] or '-'}, unusable (left out) {c.get('bad_images', 0)}",
         f"- faces: detector `{f['detector']}` (OpenCV {f['opencv']}), {f['counts']}; no face found: {c['no_face']}",
         f"- cache: {report['cache'] or 'none'}",
         "",
@@ -271,6 +283,10 @@ def render_markdown(report: dict) -> str:
     sections = [
         ("Malformed names (kept)", [f"{m['path']}: {m['reason']}" for m in report["malformed_names"]]),
         ("Skipped files", [f"{m['path']}: {m['reason']}" for m in report["skipped_files"]]),
+        (
+            "Unusable images (left out)",
+            [f"{b['path']}: {b['kind']} ({b['detail']})" for b in report.get("bad_images", [])],
+        ),
         ("No face found (kept, centre square)", f["no_face"]),
         ("Leaking subjects", [f"{k} ({'/'.join(v)})" for k, v in leak["leaking_subjects"].items()]),
         (
