@@ -43,6 +43,7 @@ class DataSection:
     crop_pct: float = 1.0
     allow_leaky_splits: bool = False
     use_cache: bool = True
+    on_bad_image: str = "error"  # error | skip: what a training run does with an image it cannot decode
     augment: AugmentSection = field(default_factory=AugmentSection)
 
 
@@ -51,6 +52,7 @@ class ModelSection:
     name: str = "hybrid"
     pretrained: bool = False
     pretrained_path: str | None = None
+    weights_dir: str | None = None  # local copies of pretrained weights (`agebench weights fetch ... --to DIR`)
     head_hidden: int = 256
     head_dropout: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backbone factory
@@ -256,12 +258,24 @@ def load_fit_config(path: str | os.PathLike[str] | None, overrides: list[str] | 
     return config
 
 
+# Keys added after results were first published, with the default that reproduces the older behaviour:
+# at that default they are left out of the hash, so cells finished by an older agebench stay "done".
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("data", "on_bad_image"): "error",  # 0.3
+    ("model", "weights_dir"): None,  # 0.3; where weights are read from does not change them
+}
+
+
 def config_hash(data: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a resolved config: equal configs, equal hashes.
 
-    ``out_dir`` is left out: where results are written does not change what they are.
+    ``out_dir`` is left out: where results are written does not change what they are; so are the keys of
+    :data:`HASH_NEUTRAL_DEFAULTS` while they hold their default.
     """
-    data = {k: v for k, v in data.items() if k != "out_dir"}
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k != "out_dir"}
+    for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
+        if isinstance(data.get(section), dict) and data[section].get(key, default) == default:
+            data[section].pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -16,12 +16,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from agebench import atomic
 from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError
 from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
+from agebench.validate import check_input_size, validate_fit_config
 
 
 class EpochSeed(pl.Callback):
@@ -78,6 +80,7 @@ def build_datamodule(cfg: FitConfig) -> AgeDataModule:
         crop_pct=d.crop_pct,
         allow_leaky_splits=d.allow_leaky_splits,
         use_cache=d.use_cache,
+        on_bad_image=d.on_bad_image,
     )
 
 
@@ -93,6 +96,7 @@ def build_module(cfg: FitConfig, train_ages: np.ndarray):
             "head_dropout": m.head_dropout,
             "pretrained": m.pretrained,
             "pretrained_path": m.pretrained_path,
+            **({"weights_dir": m.weights_dir} if m.weights_dir else {}),
             **m.kwargs,
         },
         loss=o.loss,
@@ -179,16 +183,21 @@ def fit(
     metrics.json to the caller (the bench cell adds profiling before it marks the cell finished);
     ``return_module=True`` adds the trained module under "module".
     """
+    # Nothing is written until every value, the data and the model have been checked.
+    validate_fit_config(cfg, probe_model=False)
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(cfg)
-    dump_yaml(resolved, out_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    module = build_module(cfg, dm.train_ages())
+    try:
+        module = build_module(cfg, dm.train_ages())
+    except (ValueError, RuntimeError, AssertionError):
+        check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)  # one line if the size is at fault
+        raise
+    check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs, backbone=module.backbone)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -201,13 +210,18 @@ def fit(
     kwargs = trainer_kwargs(cfg)
     _warn_cpu_precision(kwargs)
     _set_cpu_threads(kwargs, cfg.data.num_workers)
-    trainer = pl.Trainer(
-        **kwargs,
-        default_root_dir=str(out_dir),
-        logger=build_logger(cfg, out_dir),
-        callbacks=[best, EpochSeed(cfg.seed), throughput],
-        enable_model_summary=False,
-    )
+    try:
+        trainer = pl.Trainer(
+            **kwargs,
+            default_root_dir=str(out_dir),
+            logger=build_logger(cfg, out_dir),
+            callbacks=[best, EpochSeed(cfg.seed), throughput],
+            enable_model_summary=False,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as err:  # a Trainer argument Lightning rejects
+        raise UserError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(resolved, out_dir / "config.yaml")
     last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(out_dir, last))
@@ -244,6 +258,7 @@ def fit(
         "peak_memory_kind": memory_kind,
         "train_age_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         "leaky_splits": dm.leaky,
+        "skipped_images": dm.skipped_images,
         "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
         "config_hash": config_hash(resolved),
         "manifest_sha256": dm.manifest.sha256(),

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from agebench import atomic
+from agebench.errors import UserError
 
 SCHEMA_VERSION = 1
 EXIT_FAILED, EXIT_BUSY = 3, 4
+LOCK_HELD_ENV = "AGEBENCH_CELL_LOCK_HELD"  # set by the runner for the cell process it starts
 
 
 def is_launch_rank_zero() -> bool:
@@ -30,11 +32,18 @@ def is_launch_rank_zero() -> bool:
     return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", 0)) == 0
 
 
+def lock_file(cell_dir: Path) -> Path:
+    """``.<name>.lock`` beside the cell folder: outside it, so resetting the folder cannot drop the lock."""
+    return cell_dir.parent / f".{cell_dir.name}.lock"
+
+
 def lock_cell(cell_dir: Path):
-    """An exclusive lock on the cell folder, held for the process's life; None if another process holds it."""
+    """An exclusive lock on the cell, released when the returned file closes (or the process dies);
+    None if another process holds it."""
     import fcntl
 
-    handle = open(cell_dir / ".lock", "w")  # noqa: SIM115 - kept open on purpose: the lock lives with it
+    cell_dir.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file(cell_dir), "a")  # noqa: SIM115 - kept open on purpose: the lock lives with it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -43,11 +52,14 @@ def lock_cell(cell_dir: Path):
     return handle
 
 
-def failed_record(spec: dict[str, Any], error: str, wall: float) -> dict[str, Any]:
+def failed_record(spec: dict[str, Any], error: str, wall: float, resumable: bool = False) -> dict[str, Any]:
+    """metrics.json of a failed cell. ``resumable``: the fault was in the input (e.g. a bad image), not in
+    the training, so once it is fixed a rerun resumes from the cell's last checkpoint instead of restarting."""
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "failed",
         "error": error,
+        "resumable": resumable,
         "model": spec["model"],
         "dataset": spec["dataset"],
         "seed": spec["seed"],
@@ -66,7 +78,8 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
 
     if is_launch_rank_zero():
         cell_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_cell(cell_dir)
+        held = os.environ.get(LOCK_HELD_ENV) == str(cell_dir.resolve())  # the runner that started us holds it
+        lock = True if held else lock_cell(cell_dir)
         if lock is None:
             print(f"{cell_dir}: another process is running this cell", file=sys.stderr)
             return EXIT_BUSY
@@ -78,8 +91,11 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     start = time.perf_counter()
     try:
         metrics = fit(cfg, dataset_name=spec["dataset"], write_metrics=False, return_module=True)
-    except FloatingPointError as err:
-        atomic.write_json(cell_dir / "metrics.json", failed_record(spec, str(err), time.perf_counter() - start))
+    except (FloatingPointError, UserError) as err:
+        resumable = isinstance(err, UserError)
+        if is_launch_rank_zero():
+            record = failed_record(spec, str(err), time.perf_counter() - start, resumable=resumable)
+            atomic.write_json(cell_dir / "metrics.json", record)
         print(f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']} failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     if not metrics:  # not global rank 0: rank 0 evaluates and writes

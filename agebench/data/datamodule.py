@@ -3,6 +3,12 @@
 Why a custom sampler: it makes shuffling and augmentation a function of (seed, epoch, sample) only, so a run
 resumed from a checkpoint, or run with another worker count, sees exactly the same batches; and it shards the
 evaluation sets across DDP ranks without padding, so no test image is counted twice.
+
+Bad images met while loading (a file that changed after `agebench audit --decode`): a worker cannot raise a
+clean error (PyTorch re-raises it wrapped in a traceback), so the dataset returns a marker, the collate
+function moves markers aside, and the loader acts on them in the main process: ``on_bad_image="error"``
+raises a one-line UserError naming the file and its manifest row; ``"skip"`` drops the image, warns once
+and records it in :attr:`AgeDataModule.skipped_images` (fit writes them to metrics.json).
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from agebench.data import transforms as T
-from agebench.data.images import read_rgb
+from agebench.data.images import ImageDecodeError, read_rgb
 from agebench.data.manifest import Manifest, Record, load_manifest
 from agebench.errors import UserError
 
@@ -93,14 +99,58 @@ class FaceAgeDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         record = self.records[index]
+        try:
+            rgb = self.load_rgb(index)
+        except ImageDecodeError as err:  # acted on in the main process, see the module docstring
+            bad = {"path": record.path, "row": record.row, "split": record.split, "kind": err.kind}
+            return {BAD_KEY: {**bad, "detail": err.detail}}
         self.transform.set_random_seed(T.sample_seed(self.seed, epoch, index))
-        image = self.transform(image=self.load_rgb(index))["image"]
+        image = self.transform(image=rgb)["image"]
         return {
             "image": T.to_chw_tensor(image),
             "age": torch.tensor(record.age, dtype=torch.float32),
             "index": index,
             "path": record.path,
         }
+
+
+BAD_KEY = "bad_images"
+ON_BAD_IMAGE = ("error", "skip")
+
+
+def collate_checked(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """default_collate of the good samples; bad-image markers go to ``batch["bad_images"]``."""
+    good = [s for s in samples if BAD_KEY not in s]
+    bad = [s[BAD_KEY] for s in samples if BAD_KEY in s]
+    batch = default_collate(good) if good else {"index": torch.zeros(0, dtype=torch.long)}
+    batch[BAD_KEY] = bad
+    return batch
+
+
+def bad_image_message(bad: dict[str, Any]) -> str:
+    return (
+        f"manifest row {bad['row']}: {bad['path']} ({bad['split']} split): {bad['kind']} image ({bad['detail']}); "
+        "fix or remove it (`agebench audit --decode` lists all), or set data.on_bad_image=skip"
+    )
+
+
+class CheckedLoader(DataLoader):
+    """A DataLoader that acts on bad-image markers in the main process and never yields an empty batch."""
+
+    def __init__(self, *args: Any, on_bad_image: str, skipped: dict[str, dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, collate_fn=collate_checked, **kwargs)
+        self.on_bad_image, self.skipped = on_bad_image, skipped
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in super().__iter__():
+            for bad in batch.pop(BAD_KEY):
+                if self.on_bad_image == "error":
+                    raise UserError(bad_image_message(bad))
+                if bad["path"] not in self.skipped:
+                    self.skipped[bad["path"]] = bad
+                    print(f"agebench: warning: skipped {bad_image_message(bad).split('; fix')[0]}", file=sys.stderr)
+            if len(batch["index"]):
+                yield batch
 
 
 class AgeDataModule(pl.LightningDataModule):
@@ -125,8 +175,13 @@ class AgeDataModule(pl.LightningDataModule):
         allow_leaky_splits: bool = False,
         use_cache: bool = True,
         pin_memory: bool | None = None,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise UserError(f"data.on_bad_image={on_bad_image!r}: expected one of {', '.join(ON_BAD_IMAGE)}")
+        self.on_bad_image = on_bad_image
+        self._skipped: dict[str, dict[str, Any]] = {}
         self.manifest_file = Path(manifest)
         self.root = Path(root) if root is not None else None
         self.img_size, self.batch_size = img_size, batch_size
@@ -184,6 +239,11 @@ class AgeDataModule(pl.LightningDataModule):
     def leaky(self) -> bool:
         return bool(self.leaks)
 
+    @property
+    def skipped_images(self) -> list[dict[str, Any]]:
+        """Images dropped under ``on_bad_image="skip"`` so far (each once), in the order they were met."""
+        return sorted(self._skipped.values(), key=lambda b: b["row"])
+
     def train_ages(self) -> np.ndarray:
         self.setup()
         return np.array([r.age for r in self.datasets["train"].records], dtype=np.float64)
@@ -192,7 +252,7 @@ class AgeDataModule(pl.LightningDataModule):
         self.setup()
         dataset = self.datasets[split]
         sampler = EpochSampler(len(dataset), shuffle=train, seed=self.seed, pad=train, shard=shard)
-        return DataLoader(
+        return CheckedLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
@@ -200,6 +260,8 @@ class AgeDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             drop_last=train and len(dataset) > self.batch_size,
             persistent_workers=False,
+            on_bad_image=self.on_bad_image,
+            skipped=self._skipped,
         )
 
     def train_dataloader(self) -> DataLoader:
