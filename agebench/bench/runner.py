@@ -3,8 +3,10 @@
 Why a process per cell: DDP, CUDA state and Lightning's launchers assume one training run per process, and a
 crash (or an OOM kill) of one cell must not take the others down. A cell is finished when its metrics.json
 exists with status "ok" and the config hash it ran under; anything else is (re)run, resuming from the
-cell's last checkpoint when the config is unchanged. The child follows the runner's death (PR_SET_PDEATHSIG)
-and holds a lock on its folder, so an interrupted runner never leaves a ghost writing into a rerun.
+cell's last checkpoint when the config is unchanged. The child follows the runner's death (PR_SET_PDEATHSIG).
+The runner holds a lock per cell (``.<cell>.lock`` beside its folder, so deleting the folder keeps it) while it
+resets and runs the cell, so a second runner on the same results skips the cells the first one holds, and an
+interrupted runner never leaves a ghost writing into a rerun.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agebench import atomic
+from agebench.bench.cell import LOCK_HELD_ENV, lock_cell
 from agebench.bench.plan import Cell, expand, load_bench_config
 from agebench.errors import UserError
 
@@ -40,7 +43,11 @@ def cell_state(cell: Cell, cell_dir: Path) -> str:
             return "new"
         if record.get("config_hash") != cell.config_hash:
             return "stale"
-        return "done" if record.get("status") == "ok" else "failed"
+        if record.get("status") == "ok":
+            return "done"
+        if record.get("resumable") and (cell_dir / "checkpoints" / "last.ckpt").is_file():
+            return "resume"  # an input fault (bad image) stopped it: keep its checkpoints
+        return "failed"
     if (cell_dir / "cell.json").is_file():
         try:
             same = json.loads((cell_dir / "cell.json").read_text()).get("config_hash") == cell.config_hash
@@ -62,7 +69,7 @@ def _die_with_parent() -> None:  # runs in the child before exec (Linux only)
 
 def run_cell_process(cell: Cell, cell_dir: Path, progress: Progress | None, task: Any) -> int:
     """Run one cell; Lightning's bar shows in the progress line, the whole output goes to cell.log."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{LOCK_HELD_ENV: str(cell_dir.resolve())})
     cmd = [sys.executable, "-m", "agebench.bench.cell", str(cell_dir)]
     with open(cell_dir / "cell.log", "ab") as log:
         proc = subprocess.Popen(
@@ -177,6 +184,7 @@ def run_bench(
                 f"data set {ds.dataset!r}: manifest {manifest} not found "
                 "(`agebench synth --out DIR` or `agebench prepare ...` makes one)"
             )
+    validate_cells(cells)
     plan = []
     for cell in cells:
         cell_dir = Path(cell.fit["out_dir"])
@@ -189,7 +197,7 @@ def run_bench(
             console.print(f"  {cell.key}: {state}, rerunning from scratch")
         elif state == "resume":
             console.print(f"  {cell.key}: interrupted earlier, resuming from its last checkpoint")
-    failures = 0
+    failures, busy = 0, []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -201,11 +209,24 @@ def run_bench(
         overall = progress.add_task("cells", total=len(todo), status="")
         for cell, cell_dir, state in todo:
             progress.update(overall, description=f"cells  [bold]{cell.key}[/]", status="starting")
-            if force or state in ("stale", "failed"):
-                shutil.rmtree(cell_dir, ignore_errors=True)
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(cell_dir / "cell.json", cell_spec(cell))
-            code = run_cell_process(cell, cell_dir, progress, overall)
+            # Hold the cell's lock before touching its folder: another runner on the same results may be in it.
+            lock = lock_cell(cell_dir)
+            if lock is None:
+                busy.append(cell.key)
+                progress.console.print(f"[yellow]skipped[/] {cell.key}: another agebench process is running it")
+                progress.advance(overall)
+                continue
+            with lock:
+                state = "new" if force else cell_state(cell, cell_dir)  # it may have changed meanwhile
+                if state == "done":
+                    progress.console.print(f"[green]done[/] {cell.key}: finished by another run meanwhile")
+                    progress.advance(overall)
+                    continue
+                if force or state in ("stale", "failed"):
+                    shutil.rmtree(cell_dir, ignore_errors=True)
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                atomic.write_json(cell_dir / "cell.json", cell_spec(cell))
+                code = run_cell_process(cell, cell_dir, progress, overall)
             progress.advance(overall)
             summary = _summarise(cell_dir)
             if code == 0 and summary:
@@ -214,7 +235,31 @@ def run_bench(
                 failures += 1
                 progress.console.print(f"[red]failed[/] {cell.key} (exit {code}); last lines of {cell_dir}/cell.log:")
                 progress.console.print(_tail(cell_dir / "cell.log"), markup=False, highlight=False)
+    if busy:
+        console.print(f"bench: {len(busy)} cell(s) left to the other run that holds them: {', '.join(busy)}")
     return 1 if failures else 0
+
+
+def validate_cells(cells: list[Cell]) -> None:
+    """Check every cell's values, image size and pretrained weights before the first cell starts."""
+    from agebench.config import ConfigError, FitConfig, from_dict
+    from agebench.validate import check_fit_config, validate_fit_config
+
+    probed: set[str] = set()
+    for cell in cells:
+        cfg = from_dict(FitConfig, cell.fit)
+        m = cfg.model
+        key = json.dumps(
+            [m.name, cfg.data.img_size, m.kwargs, m.pretrained, m.weights_dir], sort_keys=True, default=str
+        )
+        try:
+            if key in probed:
+                check_fit_config(cfg)
+            else:
+                validate_fit_config(cfg)
+        except UserError as err:
+            raise ConfigError(f"cell {cell.key}: {err}") from None
+        probed.add(key)
 
 
 def _summarise(cell_dir: Path) -> str | None:

@@ -28,7 +28,18 @@ def run(args: argparse.Namespace) -> int:
     from agebench.bench.profile import profile_model
     from agebench.errors import UserError
     from agebench.models import build_model
+    from agebench.validate import PRECISIONS, check_input_size
 
+    for flag, value, low in (
+        ("--img-size", args.img_size, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--iters", args.iters, 1),
+        ("--warmup", args.warmup, 0),
+    ):
+        if value < low:
+            raise UserError(f"{flag} {value}: expected an integer >= {low}")
+    if args.precision is not None and args.precision not in PRECISIONS:
+        raise UserError(f"--precision {args.precision}: expected one of {', '.join(PRECISIONS)}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--device {device}: no CUDA device is available")
     precision = args.precision or ("bf16-mixed" if device.startswith("cuda") else "32-true")
     backbone, head = build_model(args.model, img_size=args.img_size)
+    check_input_size(args.model, args.img_size, backbone=backbone)
     result = profile_model(
         nn.Sequential(backbone, head),
         img_size=args.img_size,

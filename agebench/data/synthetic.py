@@ -279,7 +279,9 @@ def _prepare_out(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _check(n: int, seed: int, size: int, noise_sigma: float, workers: int | None) -> None:
+def _check(n: int, seed: int, size: int, noise_sigma: float, workers: int | None, cache_size: int | None) -> None:
+    if cache_size is not None and cache_size < 8:  # checked here too so that nothing is written first
+        raise UserError(f"--cache-size {cache_size}: expected at least 8 pixels")
     if n < MIN_N:
         raise UserError(f"--n {n}: need at least {MIN_N} images (three subject-exclusive splits)")
     if seed < 0:
@@ -320,7 +322,7 @@ def generate(
     decoding JPEGs: on a CPU-only machine decoding is a tenth of a small model's training step.
     """
     out = Path(out)
-    _check(n, seed, size, noise_sigma, workers)
+    _check(n, seed, size, noise_sigma, workers, cache_size)
     _prepare_out(out)
     params = {
         "generator": "agebench synth",

@@ -1,0 +1,227 @@
+"""Every value of a fit config checked before any work: one line naming the key and what it accepts.
+
+Types are already checked when YAML becomes a :class:`~agebench.config.FitConfig`; this module checks
+ranges, names and paths, and (:func:`check_input_size`) that the model can take the image size, by one
+forward pass of a freshly built backbone, since only the backbone knows its own limits. It runs in ``fit``
+before the output folder is made and in ``bench`` for every cell before the first one starts, so a typo
+in the third model never costs the first two their training time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agebench.config import ConfigError, FitConfig
+from agebench.errors import UserError
+
+# What pl.Trainer(precision=...) accepts (Lightning 2.x documentation, "precision" argument).
+PRECISIONS = ("16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+LOGGERS = ("csv", "wandb", "none")
+ON_BAD_IMAGE = ("error", "skip")
+# Trainer arguments that must be integers >= 1 when given.
+POSITIVE_INT_TRAINER_KEYS = ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes")
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+@contextlib.contextmanager
+def _key(key: str) -> Iterator[None]:
+    """Prefix a UserError raised by a registry lookup with the config key that held the name."""
+    try:
+        yield
+    except UserError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _int_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(key, value, f"expected an integer >= {low}")
+
+
+def _in_range(key: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    ok = (
+        math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        _fail(
+            key, value, f"expected a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        )
+
+
+def check_creatable_dir(key: str, path: str | os.PathLike[str]) -> None:
+    """``path`` is a folder, or could be made: its nearest existing ancestor is a writable folder."""
+    p = Path(path).expanduser().absolute()
+    if p.exists():
+        if not p.is_dir():
+            _fail(key, str(path), "exists and is not a folder")
+        if not os.access(p, os.W_OK):
+            _fail(key, str(path), "folder is not writable")
+        return
+    ancestor = p.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        _fail(key, str(path), f"cannot be created: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        _fail(key, str(path), f"cannot be created: {ancestor} is not writable")
+    try:  # os.access says yes to root everywhere; only trying tells (e.g. /proc, read-only mounts)
+        os.rmdir(tempfile.mkdtemp(prefix=".agebench-probe-", dir=ancestor))
+    except OSError as err:
+        _fail(key, str(path), f"cannot be created in {ancestor} ({err.strerror or err})")
+
+
+def check_devices(value: Any, key: str = "trainer.devices") -> None:
+    """'auto', a count >= 1 (or -1: all), a list of device indices, or such a count/list as text."""
+    if value == "auto" or value == -1:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        return
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.strip(",").split(",")]
+        if all(p.isdigit() for p in parts) and (len(parts) > 1 or int(parts[0]) >= 1 or value.endswith(",")):
+            return
+    _fail(key, value, "expected 'auto', a device count >= 1, -1 (all), or a list of device indices such as [0, 1]")
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    """Ranges of the Trainer arguments agebench relies on (names are checked by the config loader)."""
+    import torch
+
+    precision = trainer.get("precision", "32-true")
+    if str(precision) not in PRECISIONS:
+        _fail("trainer.precision", precision, f"expected one of {', '.join(PRECISIONS)}")
+    accelerator = trainer.get("accelerator", "auto")
+    if not isinstance(accelerator, str) or accelerator not in ACCELERATORS:
+        _fail("trainer.accelerator", accelerator, f"expected one of {', '.join(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        _fail("trainer.accelerator", accelerator, "no CUDA device is visible here (use cpu or auto)")
+    check_devices(trainer.get("devices", 1))
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if max_epochs is not None:
+        _int_at_least("trainer.max_epochs", max_epochs, 1)
+    if max_steps != -1:
+        _int_at_least("trainer.max_steps", max_steps, 1)
+    if max_epochs is None and max_steps == -1:
+        _fail("trainer.max_epochs", None, "set max_epochs (or max_steps): the LR schedule needs a finite length")
+    for key in POSITIVE_INT_TRAINER_KEYS:
+        if key in trainer:
+            _int_at_least(f"trainer.{key}", trainer[key], 1)
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip >= 0):
+        _fail("trainer.gradient_clip_val", clip, "expected a number >= 0 (or null)")
+
+
+def check_fit_config(cfg: FitConfig) -> None:
+    """Everything that can be checked without building the model; raises :class:`ConfigError`."""
+    from agebench.models.losses import build_loss
+    from agebench.models.registry import get_backbone_spec
+
+    if not 0 <= cfg.seed < 2**32:
+        _fail("seed", cfg.seed, "expected an integer in [0, 2**32)")
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    if not Path(d.manifest).is_file():
+        _fail("data.manifest", d.manifest, "file not found (`agebench synth` or `agebench prepare` makes one)")
+    if d.root is not None and not Path(d.root).is_dir():
+        _fail("data.root", d.root, "folder not found")
+    _int_at_least("data.img_size", d.img_size, 1)
+    _int_at_least("data.batch_size", d.batch_size, 1)
+    if d.eval_batch_size is not None:
+        _int_at_least("data.eval_batch_size", d.eval_batch_size, 1)
+    _int_at_least("data.num_workers", d.num_workers, 0)
+    _in_range("data.crop_pct", d.crop_pct, 0, 1, low_open=True)
+    if d.on_bad_image not in ON_BAD_IMAGE:
+        _fail("data.on_bad_image", d.on_bad_image, f"expected one of {', '.join(ON_BAD_IMAGE)}")
+    _in_range("data.augment.scale_min", d.augment.scale_min, 0, 1, low_open=True)
+    _in_range("data.augment.hflip", d.augment.hflip, 0, 1)
+    _in_range("data.augment.color_jitter", d.augment.color_jitter, 0, 1)
+
+    with _key("model.name"):
+        get_backbone_spec(m.name)
+    _int_at_least("model.head_hidden", m.head_hidden, 0)
+    _in_range("model.head_dropout", m.head_dropout, 0, 1, high_open=True)
+    if m.pretrained_path is not None and not Path(m.pretrained_path).is_file():
+        _fail("model.pretrained_path", m.pretrained_path, "file not found")
+    if m.weights_dir is not None and not Path(m.weights_dir).is_dir():
+        _fail("model.weights_dir", m.weights_dir, "folder not found (`agebench weights fetch MODEL --to DIR`)")
+
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        _fail("optim.lr", o.lr, "expected a finite number > 0")
+    if not (math.isfinite(o.weight_decay) and o.weight_decay >= 0):
+        _fail("optim.weight_decay", o.weight_decay, "expected a finite number >= 0")
+    for i, beta in enumerate(o.betas):
+        _in_range(f"optim.betas[{i}]", beta, 0, 1, high_open=True)
+    _in_range("optim.warmup_frac", o.warmup_frac, 0, 1)
+    _in_range("optim.min_lr_ratio", o.min_lr_ratio, 0, 1)
+    with _key("optim.loss"):
+        build_loss(o.loss, **o.loss_kwargs)
+
+    if cfg.logger.kind not in LOGGERS:
+        _fail("logger.kind", cfg.logger.kind, f"expected one of {', '.join(LOGGERS)}")
+    check_trainer(cfg.trainer)
+    check_creatable_dir("out_dir", cfg.out_dir)
+
+
+def _fits(name: str, img_size: int, kwargs: dict[str, Any], backbone: Any = None) -> str | None:
+    """None when backbone ``name`` built for ``img_size`` takes a batch of that size, else the error's line."""
+    import torch
+
+    from agebench.models.registry import create_backbone
+
+    try:
+        if backbone is None:
+            backbone = create_backbone(name, img_size=img_size, **kwargs)
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, img_size, img_size, device=next(backbone.parameters()).device))
+        backbone.train(was_training)
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return None
+
+
+def check_input_size(name: str, img_size: int, kwargs: dict[str, Any] | None = None, backbone: Any = None) -> None:
+    """Run one image of ``img_size`` through ``backbone`` (default: ``name`` built without weights).
+
+    On failure, say the smallest of a few common sizes above ``img_size`` that works, so the message can
+    tell the user what to set.
+    """
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "pretrained"}
+    error = _fits(name, img_size, kwargs, backbone)
+    if error is None:
+        return
+    larger = [s for s in (8, 16, 24, 32, 48, 64, 96, 128, 160, 224, 256, 384) if s > img_size]
+    needed = next((s for s in larger if _fits(name, s, kwargs) is None), None)
+    hint = f"it needs at least {needed} px" if needed else "no common size up to 384 px works either"
+    _fail("data.img_size", img_size, f"model {name!r} cannot take {img_size} px images ({error}); {hint}")
+
+
+def validate_fit_config(cfg: FitConfig, *, probe_model: bool = True) -> None:
+    """:func:`check_fit_config`, then (``probe_model``) :func:`check_input_size` for its model."""
+    check_fit_config(cfg)
+    if probe_model:
+        check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)
+        if cfg.model.pretrained:
+            from agebench.models.weights import ensure_available
+
+            kwargs = {"img_size": cfg.data.img_size, **cfg.model.kwargs}
+            ensure_available(cfg.model.name, cfg.model.weights_dir, **kwargs)
