@@ -76,9 +76,9 @@ class ConvNeXtTransformer(nn.Module):
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"hybrid pool must be 'cls' or 'avg', got {pool!r}")
-        import timm
+        from agebench.models.weights import create_timm_model
 
-        self.trunk = timm.create_model(
+        self.trunk = create_timm_model(
             trunk, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate, **(trunk_kwargs or {})
         )
         trunk_dim = int(self.trunk.num_features)

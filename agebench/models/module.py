@@ -29,6 +29,7 @@ from agebench.models.head import RegressionHead
 from agebench.models.losses import build_loss
 from agebench.models.pretrained import load_pretrained
 from agebench.models.registry import create_backbone
+from agebench.models.weights import weights_source
 
 # Parameters matched by these name fragments are excluded from weight decay (as are all 0-/1-D tensors:
 # norms and biases): decaying learned embeddings towards 0 only hurts.
@@ -42,16 +43,19 @@ def build_model(
     head_dropout: float = 0.0,
     pretrained: bool = False,
     pretrained_path: str | Path | None = None,
+    weights_dir: str | Path | None = None,
     **backbone_kwargs: Any,
 ) -> tuple[nn.Module, RegressionHead]:
     """Backbone ``name`` built for ``img_size`` plus a fresh :class:`RegressionHead` on its features.
 
-    ``pretrained=True`` uses timm's (online) weights; ``pretrained_path`` then loads a local file into the
+    ``pretrained=True`` loads timm's weights from ``weights_dir``, the Hugging Face cache or the hub, in
+    that order (see :mod:`agebench.models.weights`); ``pretrained_path`` then loads a local file into the
     backbone (a whole AgeRegressor checkpoint works too: its ``backbone.`` prefix is reconciled).
     """
     if pretrained:
         backbone_kwargs["pretrained"] = True  # only when asked, so third-party factories need not accept it
-    backbone = create_backbone(name, img_size=img_size, **backbone_kwargs)
+    with weights_source(name, weights_dir):
+        backbone = create_backbone(name, img_size=img_size, **backbone_kwargs)
     if pretrained_path is not None:
         load_pretrained(backbone, pretrained_path)
     head = RegressionHead(backbone.num_features, hidden=head_hidden, dropout=head_dropout)
@@ -122,7 +126,8 @@ class AgeRegressor(pl.LightningModule):
             if model_config is None:
                 raise ValueError("AgeRegressor needs either backbone and head, or model_config to build them")
             # Rebuilding (e.g. from a checkpoint): trained weights come from the checkpoint, not pretraining.
-            backbone, head = build_model(**{**model_config, "pretrained": False, "pretrained_path": None})
+            rebuild = {**model_config, "pretrained": False, "pretrained_path": None, "weights_dir": None}
+            backbone, head = build_model(**rebuild)
         self.backbone = backbone
         self.head = head
         self.loss_fn = build_loss(loss, **dict(loss_kwargs or {}))

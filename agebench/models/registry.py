@@ -222,13 +222,13 @@ def create_timm_backbone(
     ``img_size`` is forwarded to models whose constructor takes it (ViTs, where it sizes the position
     embedding); CNNs reject it with a TypeError and are built without it.
     """
-    import timm
+    from agebench.models.weights import create_timm_model
 
     kwargs = {"num_classes": 0, "pretrained": pretrained, **kwargs}
     if img_size is not None:
         try:
-            return TimmBackbone(timm.create_model(model_name, img_size=img_size, **kwargs))
+            return TimmBackbone(create_timm_model(model_name, img_size=img_size, **kwargs))
         except TypeError as err:
             if "img_size" not in str(err):
                 raise
-    return TimmBackbone(timm.create_model(model_name, **kwargs))
+    return TimmBackbone(create_timm_model(model_name, **kwargs))
