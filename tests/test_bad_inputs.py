@@ -363,3 +363,48 @@ def test_two_bench_processes_on_one_results_folder(tmp_path) -> None:
     assert second.returncode == 0 and "another agebench process" in second.stdout
     metrics = json.loads((cell_log.parent / "metrics.json").read_text())
     assert metrics["status"] == "ok"
+
+
+def test_prepare_leaves_bad_files_out_and_lists_them(tmp_path) -> None:
+    from test_sources import make_utkface
+
+    from agebench.data.manifest import load_manifest
+    from agebench.data.prepare import prepare
+
+    raw = make_utkface(tmp_path / "raw")
+    victims = sorted(p.name for p in raw.glob("*.chip.jpg"))[:2]
+    (raw / victims[0]).write_bytes(b"")
+    data = (raw / victims[1]).read_bytes()
+    (raw / victims[1]).write_bytes(data[: len(data) // 2])
+    result = prepare("utkface", raw, tmp_path / "out", face_detector="none", workers=1, progress=False)
+    paths = {r.path for r in load_manifest(result.manifest, raw).records}
+    assert not paths & set(victims)
+    assert {b["path"]: b["kind"] for b in result.report["bad_images"]} == {victims[0]: "empty", victims[1]: "truncated"}
+    assert result.report["counts"]["bad_images"] == 2
+    assert victims[0] in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_new_config_keys_at_their_defaults_keep_older_config_hashes() -> None:
+    """Cells finished before on_bad_image and weights_dir existed must stay 'done' after the upgrade."""
+    from agebench.config import FitConfig, config_hash, to_dict
+
+    data = to_dict(FitConfig())
+    older = json.loads(json.dumps(data))
+    del older["data"]["on_bad_image"], older["model"]["weights_dir"]
+    assert config_hash(data) == config_hash(older)
+    data["data"]["on_bad_image"] = "skip"
+    assert config_hash(data) != config_hash(older)
+
+
+def test_leaderboard_flags_rows_with_skipped_images(tmp_path) -> None:
+    from test_leaderboard import write_cell
+
+    from agebench.report import build_leaderboard
+
+    root = tmp_path / "R"
+    write_cell(root, "synth", "convnext-atto", 0)
+    write_cell(root, "synth", "hybrid-atto", 0, skipped_images=[{"path": "img/1.jpg", "kind": "empty", "row": 3}])
+    build_leaderboard(root, tmp_path / "out", "all")
+    rows = {r["model"]: r for r in json.loads((tmp_path / "out" / "leaderboard.json").read_text())["rows"]}
+    assert "skipped images" in rows["hybrid-atto"]["flags"] and "skipped images" not in rows["convnext-atto"]["flags"]
+    assert "**skipped images**" in (tmp_path / "out" / "leaderboard.md").read_text()

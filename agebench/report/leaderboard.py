@@ -28,7 +28,9 @@ MEASURED = "measured"
 FLAG_LEAKY = "leaky"
 FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
 FLAG_UNVERIFIED = "unverified"
+FLAG_SKIPPED = "skipped images"
 FLAG_HELP = {
+    FLAG_SKIPPED: "images that could not be decoded were left out (data.on_bad_image=skip; metrics.json lists them)",
     FLAG_LEAKY: "the splits share subjects or images (audit failed): the MAE is optimistic and not comparable",
     FLAG_NOT_EXCLUSIVE: "the data set has no identities (e.g. UTKFace), so the same person may be in train and test",
     FLAG_UNVERIFIED: "predictions.csv is missing or disagrees with metrics.json (see the warnings)",
@@ -200,6 +202,8 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_NOT_EXCLUSIVE)
     if cell.warnings:
         flags.append(FLAG_UNVERIFIED)
+    if cell.metrics.get("skipped_images"):
+        flags.append(FLAG_SKIPPED)
     return tuple(flags)
 
 
