@@ -263,6 +263,7 @@ def load_fit_config(path: str | os.PathLike[str] | None, overrides: list[str] | 
 HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "on_bad_image"): "error",  # 0.3
     ("model", "weights_dir"): None,  # 0.3; where weights are read from does not change them
+    ("profile", "compile"): None,  # 0.3 (bench cells hash their profile settings too)
 }
 
 

@@ -113,6 +113,7 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
         channels_last=prof["channels_last"],
         warmup=prof["warmup"],
         iters=prof["iters"],
+        compile_mode=prof.get("compile"),
     )
     record = {
         "schema_version": SCHEMA_VERSION,

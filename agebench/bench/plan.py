@@ -33,6 +33,7 @@ class ProfileSection:
     warmup: int = 10
     iters: int = 30
     channels_last: bool = False
+    compile: str | None = None  # torch.compile mode for the timed model, e.g. reduce-overhead (GPU)
 
 
 @dataclass

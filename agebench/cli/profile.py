@@ -16,6 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (auto: cuda when available)")
     p.add_argument("--precision", default=None, help="32-true (CPU default), bf16-mixed, 16-mixed, bf16-true")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (GPU)")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="reduce-overhead",
+        default=None,
+        metavar="MODE",
+        help="time torch.compile(model, mode=MODE) (default mode reduce-overhead: CUDA graphs on GPUs)",
+    )
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         warmup=args.warmup,
         iters=args.iters,
+        compile_mode=args.compile,
     )
     result = {"model": args.model, **result}
     if args.json:
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.model} @ {p['img_size']} px on {p['device']}, {p['precision']}"
         f"{', channels_last' if p['channels_last'] else ''}"
     )
+    if args.compile:
+        print(f"  compile     torch.compile mode {args.compile}, first call {p['compile_seconds']:.1f} s (not timed)")
     print(f"  params      {result['params'] / 1e6:.2f} M ({result['trainable_params'] / 1e6:.2f} M trainable)")
     print(f"  GFLOPs      {gflops} (batch 1, multiply-add = 2 FLOPs)")
     print(f"  latency     {result['latency_ms']:.2f} ms (batch 1, median of {p['iters']} after {p['warmup']} warmup)")
