@@ -51,9 +51,39 @@ class ModelSection:
     name: str = "hybrid"
     pretrained: bool = False
     pretrained_path: str | None = None
-    head_hidden: int = 256
+    head_hidden: int = 256  # the MLP trunk shared by every head
     head_dropout: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backbone factory
+    # A head name or {name: ..., its kwargs} (`agebench heads` lists them); null: the regression head, and
+    # results keep the plain backbone name. Otherwise results are named "<backbone>+<head>".
+    head: dict[str, Any] | str | None = None
+    age_range: tuple[int, int] | None = None  # [min_age, max_age] of integer-age heads; null: the training split's
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head, dict) and not isinstance(self.head.get("name"), str):
+            raise ConfigError(f"model.head: a mapping needs 'name' (a registered head), got {self.head!r}")
+        if self.head is not None and not self.head_name:
+            raise ConfigError("model.head: empty head name")
+        if self.age_range is not None and not self.age_range[0] < self.age_range[1]:
+            lo, hi = self.age_range
+            raise ConfigError(f"model.age_range: [{lo}, {hi}] needs min_age < max_age")
+
+    @property
+    def head_name(self) -> str | None:
+        return self.head if isinstance(self.head, str) or self.head is None else self.head["name"]
+
+    @property
+    def head_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.head.items() if k != "name"} if isinstance(self.head, dict) else {}
+
+    @property
+    def label(self) -> str:
+        """The model's name in results: the backbone, plus "+<head>" when a head is set."""
+        return self.name if self.head is None else f"{self.name}+{self.head_name}"
+
+
+# Added after results existed: left out of config_hash while unset, so older finished cells stay finished.
+_HASH_NEUTRAL_WHEN_NONE = {"model": ("head", "age_range")}
 
 
 @dataclass
@@ -262,6 +292,9 @@ def config_hash(data: dict[str, Any]) -> str:
     ``out_dir`` is left out: where results are written does not change what they are.
     """
     data = {k: v for k, v in data.items() if k != "out_dir"}
+    for section, keys in _HASH_NEUTRAL_WHEN_NONE.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {k: v for k, v in data[section].items() if not (k in keys and v is None)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "audit": "validate a manifest and summarise its splits (exit 0 ok, 1 leaky, 2 malformed)",
     "prepare": "turn a raw data set download into a manifest (+ crop cache)",
     "models": "list registered backbones with parameter counts",
+    "heads": "list registered prediction heads with their parameters",
     "fit": "train one model on one data set from a YAML config",
     "bench": "train every model on every data set, one process per cell",
     "profile": "parameter count, GFLOPs, latency and throughput of a model",
