@@ -148,10 +148,9 @@ def _takes_any_kwarg(factory: HeadFactory) -> bool:
 
 
 def resolve_head_kwargs(name: str, kwargs: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """The kwargs the factory of ``name`` will get: its named context values, then the user's (which win).
-
-    An argument the factory does not take is a one-line :class:`UserError` naming it and the accepted ones.
-    """
+    """Every setting the factory of ``name`` will run with: its signature's defaults, then the context values it
+    names, then the user's (which win). Stored in checkpoints and metrics.json, so a later change of a default
+    cannot change what a reloaded model is. An argument the factory does not take is a one-line UserError."""
     factory = get_head_spec(name).load_factory()
     params = head_parameters(factory)
     if not _takes_any_kwarg(factory):
@@ -159,7 +158,8 @@ def resolve_head_kwargs(name: str, kwargs: Mapping[str, Any], context: Mapping[s
         if unknown:
             accepted = ", ".join(params) or "none"
             raise UserError(f"head {name!r}: unknown argument(s) {', '.join(unknown)} (accepts: {accepted})")
-    resolved = {k: v for k, v in context.items() if k in params and k not in kwargs}
+    resolved = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    resolved.update({k: v for k, v in context.items() if k in params})
     resolved.update(kwargs)
     return resolved
 
