@@ -53,9 +53,35 @@ class ModelSection:
     pretrained: bool = False
     pretrained_path: str | None = None
     weights_dir: str | None = None  # local copies of pretrained weights (`agebench weights fetch ... --to DIR`)
-    head_hidden: int = 256
+    head_hidden: int = 256  # the MLP trunk shared by every head
     head_dropout: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the backbone factory
+    # A head name or {name: ..., its kwargs} (`agebench heads` lists them); null: the regression head, and
+    # results keep the plain backbone name. Otherwise results are named "<backbone>+<head>".
+    head: dict[str, Any] | str | None = None
+    age_range: tuple[int, int] | None = None  # [min_age, max_age] of integer-age heads; null: the training split's
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head, dict) and not isinstance(self.head.get("name"), str):
+            raise ConfigError(f"model.head: a mapping needs 'name' (a registered head), got {self.head!r}")
+        if self.head is not None and not self.head_name:
+            raise ConfigError("model.head: empty head name")
+        if self.age_range is not None and not self.age_range[0] < self.age_range[1]:
+            lo, hi = self.age_range
+            raise ConfigError(f"model.age_range: [{lo}, {hi}] needs min_age < max_age")
+
+    @property
+    def head_name(self) -> str | None:
+        return self.head if isinstance(self.head, str) or self.head is None else self.head["name"]
+
+    @property
+    def head_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.head.items() if k != "name"} if isinstance(self.head, dict) else {}
+
+    @property
+    def label(self) -> str:
+        """The model's name in results: the backbone, plus "+<head>" when a head is set."""
+        return self.name if self.head is None else f"{self.name}+{self.head_name}"
 
 
 @dataclass
@@ -264,6 +290,8 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("data", "on_bad_image"): "error",  # 0.3
     ("model", "weights_dir"): None,  # 0.3; where weights are read from does not change them
     ("profile", "compile"): None,  # 0.3 (bench cells hash their profile settings too)
+    ("model", "head"): None,  # 0.3; None is the regression head every older cell used
+    ("model", "age_range"): None,  # 0.3; only integer-age heads use it
 }
 
 

@@ -84,11 +84,52 @@ def build_datamodule(cfg: FitConfig) -> AgeDataModule:
     )
 
 
-def build_module(cfg: FitConfig, train_ages: np.ndarray):
-    from agebench.models import AgeRegressor
+def head_settings(cfg: FitConfig, train_ages: np.ndarray | None = None) -> tuple[dict[str, Any], list[int] | None]:
+    """The head as built: ``{"name", **resolved kwargs}`` (config keys, then context values the factory names),
+    and the age range (``model.age_range``, else the training split's floor/ceil; None before data is read)."""
+    from agebench.models.heads import DEFAULT_HEAD, age_range_of, head_context, resolve_head_kwargs
 
     m, o = cfg.model, cfg.optim
-    return AgeRegressor.from_config(
+    standardize = o.standardize_targets and train_ages is not None
+    context = head_context(
+        hidden=m.head_hidden,
+        dropout=m.head_dropout,
+        loss=o.loss,
+        loss_kwargs=o.loss_kwargs,
+        age_mean=float(train_ages.mean()) if standardize else 0.0,
+        age_std=float(train_ages.std() or 1.0) if standardize else 1.0,
+    )
+    name = m.head_name or DEFAULT_HEAD
+    kwargs = resolve_head_kwargs(name, m.head_kwargs, context)
+    if m.age_range is not None:
+        age_range = list(m.age_range)
+    else:
+        age_range = list(age_range_of(train_ages)) if train_ages is not None and len(train_ages) else None
+    return {"name": name, **kwargs}, age_range
+
+
+def check_head_config(cfg: FitConfig) -> None:
+    """Fail before any data is read when the head is unknown or its settings are bad (one-line UserError)."""
+    from agebench.models.heads import check_head
+
+    head, age_range = head_settings(cfg)
+    check_head(head.pop("name"), head, age_range, {})
+
+
+def head_record(module: torch.nn.Module) -> dict[str, Any]:
+    """metrics.json's ``head``: the name, every resolved setting and the age range (null where unused)."""
+    config = module.hparams.model_config
+    uses_range = getattr(module.head, "uses_age_range", True)
+    return {**config["head"], "age_range": config["age_range"] if uses_range else None}
+
+
+def build_module(cfg: FitConfig, train_ages: np.ndarray):
+    from agebench.models import AgeRegressor
+    from agebench.models.heads import count_outside
+
+    m, o = cfg.model, cfg.optim
+    head, age_range = head_settings(cfg, train_ages)
+    module = AgeRegressor.from_config(
         {
             "name": m.name,
             "img_size": cfg.data.img_size,
@@ -97,18 +138,23 @@ def build_module(cfg: FitConfig, train_ages: np.ndarray):
             "pretrained": m.pretrained,
             "pretrained_path": m.pretrained_path,
             **({"weights_dir": m.weights_dir} if m.weights_dir else {}),
+            "head": head,
+            "age_range": age_range,
             **m.kwargs,
         },
-        loss=o.loss,
-        loss_kwargs=o.loss_kwargs,
         lr=o.lr,
         weight_decay=o.weight_decay,
         betas=tuple(o.betas),
         warmup_fraction=o.warmup_frac,
         min_lr_ratio=o.min_lr_ratio,
-        age_mean=float(train_ages.mean()) if o.standardize_targets else 0.0,
-        age_std=float(train_ages.std() or 1.0) if o.standardize_targets else 1.0,
     )
+    outside = count_outside(train_ages, tuple(age_range)) if age_range else 0
+    if outside and getattr(module.head, "uses_age_range", True):
+        print(
+            f"agebench: warning: {outside} of {len(train_ages)} training ages lie outside the head's age range "
+            f"[{age_range[0]}, {age_range[1]}] (model.age_range); they are clamped to it"
+        )
+    return module
 
 
 def wandb_offline() -> bool:
@@ -245,7 +291,8 @@ def fit(
     memory, memory_kind = peak_memory_mb(device)
     counts, edges = np.histogram(train_ages, bins=np.arange(0, 130, 10))
     metrics = {
-        "model": cfg.model.name,
+        "model": cfg.model.label,
+        "head": head_record(module),
         "dataset": dataset_name or cfg.data.name or Path(cfg.data.manifest).parent.name,
         "seed": cfg.seed,
         **metrics_from_predictions(ages_arr, np.array(pred)),

@@ -172,6 +172,11 @@ def check_fit_config(cfg: FitConfig) -> None:
     with _key("optim.loss"):
         build_loss(o.loss, **o.loss_kwargs)
 
+    from agebench.train import check_head_config  # lazy: train imports this module
+
+    with _key("model.head"):
+        check_head_config(cfg)
+
     if cfg.logger.kind not in LOGGERS:
         _fail("logger.kind", cfg.logger.kind, f"expected one of {', '.join(LOGGERS)}")
     check_trainer(cfg.trainer)

@@ -17,6 +17,7 @@ It prints images/s of each and bare/Lightning throughput ratio (1.00 = no overhe
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -30,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agebench.models import AgeRegressor  # noqa: E402
 
 
-def fresh_module(model: str, img_size: int, seed: int) -> AgeRegressor:
+def fresh_module(model: str, img_size: int, seed: int, kwargs: dict | None = None) -> AgeRegressor:
     torch.manual_seed(seed)
-    return AgeRegressor.from_config({"name": model, "img_size": img_size}, loss="mse", total_steps=1000)
+    config = {"name": model, "img_size": img_size, **(kwargs or {})}
+    return AgeRegressor.from_config(config, loss="mse", total_steps=1000)
 
 
 def batches(n: int, batch: int, img_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -97,6 +99,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnext-atto")
     p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--kwargs", type=json.loads, default={}, help="backbone kwargs as JSON, e.g. '{\"depth\": 4}'")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=5)
@@ -106,8 +109,8 @@ def main() -> None:
     data = batches(args.warmup + args.steps, args.batch_size, args.img_size, seed=0)
     bare, light = [], []
     for r in range(args.repeats):  # alternate, so drift in machine speed hits both sides alike
-        bare.append(bare_loop(fresh_module(args.model, args.img_size, seed=r), data, args.warmup))
-        light.append(lightning_loop(fresh_module(args.model, args.img_size, seed=r), data, args.warmup))
+        bare.append(bare_loop(fresh_module(args.model, args.img_size, r, args.kwargs), data, args.warmup))
+        light.append(lightning_loop(fresh_module(args.model, args.img_size, r, args.kwargs), data, args.warmup))
     b, lt = statistics.median(bare), statistics.median(light)
     print(f"{args.model} @ {args.img_size} px, batch {args.batch_size}, {torch.get_num_threads()} threads")
     print(f"  bare PyTorch loop  {b:8.1f} img/s   (runs: {', '.join(f'{x:.1f}' for x in bare)})")

@@ -460,7 +460,7 @@ def test_head_predicts_standardised_ages_and_outputs_years() -> None:
     nn.init.constant_(last.bias, 0.5)
     pred = model(torch.randn(3, 3, 8, 8))
     torch.testing.assert_close(pred, torch.full((3,), 45.0))  # 40 + 10 * 0.5
-    assert float(model.state_dict()["age_std"]) == 10.0
+    assert float(model.state_dict()["head.age_std"]) == 10.0  # the regression head owns the standardisation
     with pytest.raises(UserError, match="age_std"):
         AgeRegressor.from_config({"name": "fake-mlp", "img_size": 8}, age_std=0.0)
 
@@ -512,7 +512,7 @@ def test_trainer_fit_test_predict_and_reload_from_checkpoint(tmp_path: Path) -> 
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     reloaded = AgeRegressor.load_from_checkpoint(tmp_path / "last.ckpt", map_location="cpu").eval()
     assert reloaded.hparams.model_config == {"name": "convnext-atto", "img_size": IMG}
-    assert float(reloaded.age_mean) == pytest.approx(float(ages.mean()))
+    assert float(reloaded.head.age_mean) == pytest.approx(float(ages.mean()))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images), model.eval()(images))
 

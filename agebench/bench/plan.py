@@ -3,8 +3,10 @@
 The bench YAML has top-level ``models``, ``datasets``, ``seeds``, ``trainer`` (Lightning Trainer arguments by
 their own names) and, optionally, ``data`` / ``model`` / ``optim`` / ``logger`` defaults that every cell shares
 (the sections of a fit config) plus ``profile`` settings. A model entry is a name or a mapping with ``name`` and
-per-model sections (``model``, ``optim``, ``trainer``, ``data``); a data set entry maps its name to ``data``
-fields (at least ``manifest``). Every cell's config is validated before anything runs.
+per-model sections (``model``, ``optim``, ``trainer``, ``data``) and ``head`` (short for ``model.head``); a data
+set entry maps its name to ``data`` fields (at least ``manifest``). A head set for one model replaces the shared
+one (head settings are never merged across levels), and names the cell ``<model>+<head>``. Every cell's config
+is validated before anything runs, heads included.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agebench.config import (
     to_dict,
     validate_trainer_args,
 )
+from agebench.errors import UserError
 
 
 @dataclass
@@ -85,28 +88,37 @@ def _model_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
         return entry, {}
     if isinstance(entry, dict) and isinstance(entry.get("name"), str):
         extra = {k: v for k, v in entry.items() if k != "name"}
-        unknown = sorted(set(extra) - {"model", "optim", "trainer", "data"})
+        unknown = sorted(set(extra) - {"model", "optim", "trainer", "data", "head"})
         if unknown:
-            raise ConfigError(f"models[{index}]: unknown key(s) {', '.join(unknown)} (model, optim, trainer, data)")
+            raise ConfigError(
+                f"models[{index}]: unknown key(s) {', '.join(unknown)} (model, optim, trainer, data, head)"
+            )
+        if "head" in extra:
+            extra["model"] = {**extra.get("model", {}), "head": extra.pop("head")}
         return entry["name"], extra
     raise ConfigError(f"models[{index}]: expected a name or a mapping with 'name', got {entry!r}")
 
 
 def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
     """All cells, data set-major; each fit config resolved and validated (unknown keys name the cell)."""
-    cells = []
+    cells: list[Cell] = []
+    seen: dict[str, int] = {}
+    checked: set[str] = set()
     results = Path(results)
     for ds_name, ds in cfg.datasets.items():
         if not isinstance(ds, dict) or "manifest" not in ds:
             raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest'")
         for i, entry in enumerate(cfg.models):
             name, per_model = _model_entry(entry, i)
+            model = deep_merge(cfg.model, per_model.get("model", {})) | {"name": name}
+            if "head" in per_model.get("model", {}):
+                model["head"] = per_model["model"]["head"]
             for seed in cfg.seeds:
                 raw = {
                     "seed": seed,
-                    "out_dir": str(results / ds_name / name / f"seed{seed}"),
+                    "out_dir": "",
                     "data": deep_merge(deep_merge(cfg.data, ds), per_model.get("data", {})) | {"name": ds_name},
-                    "model": deep_merge(cfg.model, per_model.get("model", {})) | {"name": name},
+                    "model": model,
                     "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
                     "logger": dict(cfg.logger),
                     "trainer": deep_merge(cfg.trainer, per_model.get("trainer", {})),
@@ -116,7 +128,26 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                 try:
                     fit = from_dict(FitConfig, raw)
                     validate_trainer_args(fit.trainer)
-                except ConfigError as err:
+                    if fit.model.head is not None and fit.model.label not in checked:
+                        _check_head(fit)
+                        checked.add(fit.model.label)
+                except UserError as err:
                     raise ConfigError(f"cell {ds_name}/{name}/seed{seed}: {err}") from None
-                cells.append(Cell(ds_name, name, seed, to_dict(fit), cfg.profile))
+                label = fit.model.label
+                fit.out_dir = str(results / ds_name / label / f"seed{seed}")
+                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile)
+                if cell.key in seen:
+                    raise ConfigError(
+                        f"models[{seen[cell.key]}] and models[{i}] both make cell {cell.key}: give one another "
+                        "head or drop it"
+                    )
+                seen[cell.key] = i
+                cells.append(cell)
     return cells
+
+
+def _check_head(fit: FitConfig) -> None:
+    """Unknown heads and bad head settings fail here, in one line, before any cell starts (imports torch)."""
+    from agebench.train import check_head_config
+
+    check_head_config(fit)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "turn a raw data set download into a manifest (+ crop cache)",
     "models": "list registered backbones with parameter counts",
     "weights": "fetch pretrained weights ahead for offline machines, or list what a config needs",
+    "heads": "list registered prediction heads with their parameters",
     "fit": "train one model on one data set from a YAML config",
     "bench": "train every model on every data set, one process per cell",
     "profile": "parameter count, GFLOPs, latency and throughput of a model",

@@ -1,14 +1,23 @@
-"""Backbones, the shared age head, losses and the LightningModule that trains them.
+"""Backbones, prediction heads, losses and the LightningModule that trains them.
 
-Importing this package registers the built-in backbones (convnext, vit, hybrid and their small variants).
+Importing this package registers the built-in backbones (convnext, vit, hybrid and their small variants) and
+the built-in heads (agebench.models.heads).
 """
 
 from agebench.models import convnext, hybrid, vit  # noqa: F401  (registers the built-ins)
-from agebench.models.head import RegressionHead
+from agebench.models.heads import (
+    AgeHead,
+    RegressionHead,
+    create_head,
+    describe_heads,
+    get_head_spec,
+    list_heads,
+    register_head,
+)
 from agebench.models.hybrid import ConvNeXtTransformer
 from agebench.models.info import count_parameters, describe_backbone, describe_backbones
 from agebench.models.losses import AdaptiveRegressionLoss, build_loss, list_losses
-from agebench.models.module import AgeRegressor, build_model, warmup_cosine
+from agebench.models.module import AgeRegressor, build_model, split_head_config, warmup_cosine
 from agebench.models.pretrained import LoadReport, load_pretrained, read_state_dict
 from agebench.models.registry import (
     ENTRY_POINT_GROUP,
@@ -24,6 +33,7 @@ from agebench.models.registry import (
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AdaptiveRegressionLoss",
+    "AgeHead",
     "AgeRegressor",
     "BackboneSpec",
     "ConvNeXtTransformer",
@@ -34,14 +44,20 @@ __all__ = [
     "build_model",
     "count_parameters",
     "create_backbone",
+    "create_head",
     "describe_backbone",
     "describe_backbones",
+    "describe_heads",
     "get_backbone_spec",
+    "get_head_spec",
     "list_backbones",
+    "list_heads",
     "list_losses",
     "load_pretrained",
     "read_state_dict",
     "register_backbone",
+    "register_head",
+    "split_head_config",
     "validate_backbone",
     "warmup_cosine",
 ]

@@ -1,7 +1,9 @@
 """The LightningModule shared by every backbone: backbone + head, loss, metrics, AdamW + warmup-cosine.
 
 Thin on purpose (lightning-hydra-template style): the network arrives as ``backbone`` and ``head``
-modules, so every model in the benchmark is trained by exactly the same code.
+modules, so every model in the benchmark is trained by exactly the same code. The head owns its method
+(``forward`` -> raw outputs, ``loss``, ``decode`` -> years; see :mod:`agebench.models.heads`): this module never
+asks which head it holds.
 
 Rebuilding from a checkpoint: hyper-parameters hold ``model_config`` (the :func:`build_model` arguments)
 but not the modules, so ``AgeRegressor.load_from_checkpoint(path)`` rebuilds the network from
@@ -25,8 +27,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from agebench.errors import UserError
 from agebench.metrics import DEFAULT_KS, CumulativeScore
-from agebench.models.head import RegressionHead
-from agebench.models.losses import build_loss
+from agebench.models.heads import DEFAULT_HEAD, create_head, head_context, resolve_head_kwargs
 from agebench.models.pretrained import load_pretrained
 from agebench.models.registry import create_backbone
 from agebench.models.weights import weights_source
@@ -44,22 +45,57 @@ def build_model(
     pretrained: bool = False,
     pretrained_path: str | Path | None = None,
     weights_dir: str | Path | None = None,
+    head: Mapping[str, Any] | str | None = None,
+    age_range: tuple[int, int] | list[int] | None = None,
     **backbone_kwargs: Any,
-) -> tuple[nn.Module, RegressionHead]:
-    """Backbone ``name`` built for ``img_size`` plus a fresh :class:`RegressionHead` on its features.
+) -> tuple[nn.Module, nn.Module]:
+    """Backbone ``name`` built for ``img_size`` plus a fresh head on its features.
 
-    ``pretrained=True`` loads timm's weights from ``weights_dir``, the Hugging Face cache or the hub, in
-    that order (see :mod:`agebench.models.weights`); ``pretrained_path`` then loads a local file into the
-    backbone (a whole AgeRegressor checkpoint works too: its ``backbone.`` prefix is reconciled).
+    ``head`` is a head name or ``{"name": ..., **kwargs}`` (default: the regression head); ``head_hidden`` and
+    ``head_dropout`` size the shared MLP trunk of every head; ``age_range`` is ``(min_age, max_age)`` for the
+    integer-age heads. ``pretrained=True`` loads timm's weights from ``weights_dir``, the Hugging Face cache or
+    the hub, in that order (see :mod:`agebench.models.weights`); ``pretrained_path`` then loads a local file
+    into the backbone (a whole AgeRegressor checkpoint works too: its ``backbone.`` prefix is reconciled).
     """
     if pretrained:
         backbone_kwargs["pretrained"] = True  # only when asked, so third-party factories need not accept it
+    head_name, head_kwargs = split_head_config(head)
+    context = head_context(hidden=head_hidden, dropout=head_dropout)
+    head_kwargs = resolve_head_kwargs(head_name, head_kwargs, context)  # before the (slower) backbone
     with weights_source(name, weights_dir):
         backbone = create_backbone(name, img_size=img_size, **backbone_kwargs)
     if pretrained_path is not None:
         load_pretrained(backbone, pretrained_path)
-    head = RegressionHead(backbone.num_features, hidden=head_hidden, dropout=head_dropout)
-    return backbone, head
+    return backbone, create_head(head_name, backbone.num_features, age_range, **head_kwargs)
+
+
+def split_head_config(head: Mapping[str, Any] | str | None) -> tuple[str, dict[str, Any]]:
+    """``"coral"`` or ``{"name": "coral", **kwargs}`` (None: the default head) -> (name, kwargs)."""
+    if head is None:
+        return DEFAULT_HEAD, {}
+    if isinstance(head, str):
+        return head, {}
+    kwargs = dict(head)
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise UserError(f"head config needs a 'name' (a registered head), got {dict(head)!r}")
+    return name, kwargs
+
+
+def _legacy_head(
+    loss: str | None, loss_kwargs: Mapping[str, Any] | None, age_mean: float | None, age_std: float | None
+) -> dict[str, Any]:
+    """The regression head that AgeRegressor's pre-0.3 arguments (loss, loss_kwargs, age_mean, age_std) described."""
+    head: dict[str, Any] = {"name": DEFAULT_HEAD}
+    if loss is not None:
+        head["loss"] = loss
+    if loss_kwargs:
+        head["loss_kwargs"] = dict(loss_kwargs)
+    if age_mean is not None:
+        head["age_mean"] = float(age_mean)
+    if age_std is not None:
+        head["age_std"] = float(age_std)
+    return head
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -78,20 +114,35 @@ def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or any(fragment in name for fragment in NO_DECAY_NAMES)
 
 
+def _move_legacy_head_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints before 0.3 kept the regression head's ``age_mean``/``age_std`` on the module itself: a
+    top-level key this module lacks but its head has moves to ``head.<key>``."""
+    own = {name for name, _ in module.named_buffers(recurse=False)} | {
+        n for n, _ in module.named_parameters(recurse=False)
+    }
+    head_keys = set(module.head.state_dict())
+    for key in [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]:
+        short = key[len(prefix) :]
+        if short not in own and short in head_keys and f"{prefix}head.{short}" not in state_dict:
+            state_dict[f"{prefix}head.{short}"] = state_dict.pop(key)
+
+
 class AgeRegressor(pl.LightningModule):
-    """Age regression with any registered backbone.
+    """Age estimation with any registered backbone and any registered head.
 
     Args:
-        backbone, head: the network; if omitted, built from ``model_config`` (checkpoint reload).
-        model_config: :func:`build_model` kwargs, stored so the network can be rebuilt.
-        loss, loss_kwargs: see :func:`agebench.models.losses.build_loss`; computed in years.
+        backbone, head: the network; if omitted, built from ``model_config`` (checkpoint reload). The head
+            computes the loss and decodes ages (:mod:`agebench.models.heads`).
+        model_config: :func:`build_model` kwargs, stored so the network can be rebuilt; its ``head`` entry holds
+            the head's resolved settings and ``age_range`` the integer age range, so a reload decodes the same.
         lr, weight_decay, betas, eps: AdamW; no decay on norms, biases, position embeddings, class tokens.
         warmup_steps: linear warmup length; if None, ``warmup_fraction`` of the total steps.
         min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
         total_steps: schedule length; if None, ``trainer.estimated_stepping_batches``.
-        age_mean, age_std: if given, the head predicts the standardised age ``(age - mean) / std``; outputs
-            are always in years. This centres the untrained head on the training ages instead of 0.
         cs_ks: the k of the CS@k metrics.
+        loss, loss_kwargs, age_mean, age_std: the pre-0.3 form of the regression head's settings (loss in years;
+            the head predicts ``(age - mean) / std``). Used only when ``model_config`` has no ``head``, so old
+            checkpoints (and callers) rebuild exactly what they trained.
     """
 
     def __init__(
@@ -100,8 +151,6 @@ class AgeRegressor(pl.LightningModule):
         head: nn.Module | None = None,
         *,
         model_config: Mapping[str, Any] | None = None,
-        loss: str = "l1",
-        loss_kwargs: Mapping[str, Any] | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -110,13 +159,13 @@ class AgeRegressor(pl.LightningModule):
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.01,
         total_steps: int | None = None,
+        cs_ks: Iterable[int] = DEFAULT_KS,
+        loss: str | None = None,
+        loss_kwargs: Mapping[str, Any] | None = None,
         age_mean: float | None = None,
         age_std: float | None = None,
-        cs_ks: Iterable[int] = DEFAULT_KS,
     ) -> None:
         super().__init__()
-        if age_std is not None and not age_std > 0:
-            raise UserError(f"age_std must be > 0, got {age_std}")
         cs_ks = tuple(cs_ks)
         if model_config is not None:
             # Plain values only: checkpoints are read back with torch.load(weights_only=True).
@@ -126,13 +175,13 @@ class AgeRegressor(pl.LightningModule):
             if model_config is None:
                 raise ValueError("AgeRegressor needs either backbone and head, or model_config to build them")
             # Rebuilding (e.g. from a checkpoint): trained weights come from the checkpoint, not pretraining.
-            rebuild = {**model_config, "pretrained": False, "pretrained_path": None, "weights_dir": None}
-            backbone, head = build_model(**rebuild)
+            config = self._with_head(model_config, loss, loss_kwargs, age_mean, age_std)
+            backbone, head = build_model(
+                **{**config, "pretrained": False, "pretrained_path": None, "weights_dir": None}
+            )
         self.backbone = backbone
         self.head = head
-        self.loss_fn = build_loss(loss, **dict(loss_kwargs or {}))
-        self.register_buffer("age_mean", torch.tensor(float(age_mean or 0.0)))
-        self.register_buffer("age_std", torch.tensor(float(age_std if age_std is not None else 1.0)))
+        self._register_load_state_dict_pre_hook(_move_legacy_head_buffers, with_module=True)
 
         self.train_mae = MeanAbsoluteError()
         self.val_mae = MeanAbsoluteError()
@@ -142,21 +191,43 @@ class AgeRegressor(pl.LightningModule):
         self.test_rmse = MeanSquaredError(squared=False)
         self.test_cs = CumulativeScore(cs_ks)
 
+    @staticmethod
+    def _with_head(
+        model_config: Mapping[str, Any],
+        loss: str | None,
+        loss_kwargs: Mapping[str, Any] | None,
+        age_mean: float | None,
+        age_std: float | None,
+    ) -> dict[str, Any]:
+        config = dict(model_config)
+        if config.get("head") is None:
+            config["head"] = _legacy_head(loss, loss_kwargs, age_mean, age_std)
+        return config
+
     @classmethod
     def from_config(cls, model_config: Mapping[str, Any], **kwargs: Any) -> AgeRegressor:
         """Build the network with :func:`build_model` (pretrained weights included) and wrap it."""
-        backbone, head = build_model(**dict(model_config))
+        legacy = [kwargs.get(k) for k in ("loss", "loss_kwargs", "age_mean", "age_std")]
+        backbone, head = build_model(**cls._with_head(model_config, *legacy))
         return cls(backbone, head, model_config=model_config, **kwargs)
 
+    def raw(self, images: torch.Tensor) -> torch.Tensor:
+        """The head's raw outputs, in float32 also under autocast (losses and decodes want full precision)."""
+        return self.head(self.backbone(images)).float()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` -> predicted ages in years ``[B]`` (float32, also under autocast)."""
-        out = self.head(self.backbone(images)).squeeze(-1).float()
-        return out * self.age_std + self.age_mean
+        """Images ``[B, 3, H, W]`` -> predicted ages in years ``[B]`` (the head's decode, float32)."""
+        return self.head.decode(self.raw(images)).float()
+
+    def explained_age(self, images: torch.Tensor) -> torch.Tensor:
+        """A differentiable age ``[B]`` for Grad-CAM: the head's ``explained_age``, else its decode."""
+        raw = self.raw(images)
+        return getattr(self.head, "explained_age", self.head.decode)(raw).float()
 
     def _shared_step(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pred = self(batch["image"])
+        raw = self.raw(batch["image"])
         target = batch["age"].float()
-        return pred, target, self.loss_fn(pred, target)
+        return self.head.decode(raw).float(), target, self.head.loss(raw, target)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         pred, target, loss = self._shared_step(batch)

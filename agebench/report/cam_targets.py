@@ -11,7 +11,10 @@ Why these layers:
 * Hybrid (ConvNeXt trunk + encoder): both the last encoder layer (``layers[-1].norm1``, for the same reason as
   ViT; class token dropped, tokens laid back on the trunk's H/32 x W/32 grid) and the trunk's last stage.
 
-The target is the regressed age itself (:class:`PredictedAge`): the map shows which regions raise the predicted age.
+The target is the predicted age itself (:class:`PredictedAge` on :class:`ExplainedAge`): the map shows which
+regions raise it. For every head that is the decoded age, except where the decode is an argmax or a threshold
+count (``classification``/``unimodal`` with ``decode: argmax``, ``orcnn``, ``coral``, ``corn``), whose gradient
+is zero: there the head's expectation is explained (the head's ``explained_age``).
 
 Where the maps *should* look, on the synthetic set: the generator's region masks (bit flags, see
 :mod:`agebench.data.synthetic`) mark forehead, eye corners, nasolabial folds and hair; :func:`attention_share`
@@ -41,6 +44,17 @@ class PredictedAge:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         return output if output.ndim == 0 else output.sum()
+
+
+class ExplainedAge(nn.Module):
+    """The model as Grad-CAM sees it: images -> the head's differentiable age (``AgeRegressor.explained_age``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.explained_age(images)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from agebench.data import transforms as T
 from agebench.data.datamodule import AgeDataModule, FaceAgeDataset
 from agebench.data.manifest import Manifest, Record
 from agebench.errors import UserError
-from agebench.report.cam_targets import MASK_COLUMN, PredictedAge, attention_share, cam_layers
+from agebench.report.cam_targets import MASK_COLUMN, ExplainedAge, PredictedAge, attention_share, cam_layers
 
 GRID_PNG, ATTENTION_JSON = "gradcam.png", "attention.json"
 MAX_GRID_ROWS = 16  # more explained faces still count in attention.json; the figure shows an even spread
@@ -215,13 +215,14 @@ def explain_model(model, images: torch.Tensor, name: str = "model") -> list[Laye
     module_names = {id(m): n for n, m in model.named_modules()}
     results = []
     for layer in cam_layers(model.backbone, tuple(images.shape[-2:]), name):
-        cam = GradCAM(model, [layer.module], reshape_transform=layer.reshape)
+        cam = GradCAM(ExplainedAge(model), [layer.module], reshape_transform=layer.reshape)
         maps, preds = [], []
         try:  # not `with`: GradCAM's __exit__ swallows IndexErrors
             with torch.enable_grad():
                 for chunk in images.split(_CAM_BATCH):
                     maps.append(cam(chunk, targets=[PredictedAge()] * len(chunk)))
-                    preds.append(cam.outputs.detach().float().cpu().reshape(-1).numpy())
+                    with torch.no_grad():  # the decoded age (cam.outputs is the explained one, see cam_targets)
+                        preds.append(model(chunk.to(cam.device)).float().cpu().reshape(-1).numpy())
         finally:
             cam.activations_and_grads.release()
         results.append(
