@@ -3,7 +3,8 @@
 Both sides train a fresh ``AgeRegressor`` (same seed, same weights) on the same pre-built batches (random
 images, already in memory, so no data loading is timed) for ``--steps`` optimiser steps after ``--warmup``:
 
-* bare: ``loss = module.loss_fn(module(x), y); zero_grad; backward; step`` with the module's own AdamW groups;
+* bare: ``raw = module.raw(x); loss = module.head.loss(raw, y); zero_grad; backward; step`` with the module's
+  own AdamW parameter groups;
 * Lightning: ``Trainer(max_steps=...)`` over the batches, with agebench's training_step (metrics, logging),
   no validation, no checkpoints, no progress bar; timed from the first timed batch's start to the last
   batch's end by a callback, so Trainer setup and teardown are not counted.
@@ -52,7 +53,7 @@ def bare_loop(module: AgeRegressor, data: list[dict[str, torch.Tensor]], warmup:
     for i, b in enumerate(data):
         if i == warmup:
             start = time.perf_counter()
-        loss = module.loss_fn(module(b["image"]), b["age"])
+        loss = module.head.loss(module.raw(b["image"]), b["age"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -54,4 +54,6 @@ def test_profile_model_reports_costs_and_settings() -> None:
         "channels_last": False,
         "warmup": 1,
         "iters": 2,
+        "compile": None,
+        "compile_seconds": None,
     }
