@@ -275,3 +275,18 @@ def test_attention_share_on_the_synthetic_set(tmp_path):
         base = e["uniform_baseline"]
         assert 0 < base["any"] < 1 and base["any"] >= max(base[k] for k in cam_targets.REGIONS)
         assert all(0 <= v <= 1 for v in e["share"].values() if v is not None)
+
+
+def test_small_images_are_explained_at_the_deepest_stage_with_a_spatial_map():
+    """At 48 px ConvNeXt's last map is 1 x 1 (a uniform heat map): the stage before it (3 x 3) is explained."""
+    from agebench.models import build_model
+    from agebench.report.cam_targets import cam_layers
+
+    backbone, _ = build_model("convnext-atto", img_size=48)
+    (layer,) = cam_layers(backbone, 48)
+    assert (layer.label, layer.grid) == ("stage 3 of 4", (3, 3))
+    assert layer.module is backbone.model.stages[2]
+    (layer,) = cam_layers(build_model("convnext-atto", img_size=64)[0], 64)
+    assert (layer.label, layer.grid) == ("last stage", (2, 2))
+    hybrid, _ = build_model("hybrid-atto", img_size=48)
+    assert [lm.label for lm in cam_layers(hybrid, 48)] == ["encoder (last layer)", "trunk (stage 3 of 4)"]

@@ -4,6 +4,7 @@ Why these layers:
 
 * ConvNeXt (and any timm convnet): the last stage, i.e. the deepest map that still has a spatial grid; timm's
   ``feature_info`` names it for every convnet (``stages.3``, ``layer4``, ``blocks.6``...), so no per-model list.
+  At small CPU sizes, where the last map is 1 x 1, the deepest stage with at least a 2 x 2 map instead.
 * ViT: ``blocks[-1].norm1``, the input of the last block's attention. The *output* of the last block is the
   wrong hook: only the class token reaches the head after it, so the patch tokens' gradients are exactly zero
   there. The tokens are reshaped to the patch grid read from the model (``num_prefix_tokens`` class/register
@@ -106,12 +107,25 @@ def _is_vit(model: nn.Module) -> bool:
     )
 
 
-def _last_stage(model: nn.Module, what: str) -> tuple[nn.Module, Reshape]:
+MIN_CAM_GRID = 2  # a stage whose map is 1x1 can only give a uniform heat map
+
+
+def _stage_for(model: nn.Module, what: str, size: tuple[int, int]) -> tuple[str, nn.Module, Reshape, int]:
+    """(label, module, reshape, stride) of the deepest stage whose map is at least MIN_CAM_GRID on each side.
+
+    At the paper's 224 px that is always the last stage (7 x 7); small CPU images (48 px: the last ConvNeXt map
+    is 1 x 1) fall back to the stage before it, which still shows where the model looks.
+    """
     info = getattr(model, "feature_info", None)
     if not info:
         raise UserError(f"{what}: no timm feature_info, so its last convolutional stage is unknown to Grad-CAM")
-    last = info[-1]
-    return model.get_submodule(last["module"]), _channels_first(int(last["num_chs"]))
+    chosen = len(info) - 1
+    while chosen > 0 and min(size) // int(info[chosen].get("reduction", 1) or 1) < MIN_CAM_GRID:
+        chosen -= 1
+    entry = info[chosen]
+    label = "last stage" if chosen == len(info) - 1 else f"stage {chosen + 1} of {len(info)}"
+    stride = int(entry.get("reduction", 0) or 0)
+    return label, model.get_submodule(entry["module"]), _channels_first(int(entry["num_chs"])), stride
 
 
 def _divided(img_size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -125,22 +139,21 @@ def cam_layers(backbone: nn.Module, img_size: int | tuple[int, int], name: str =
 
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if isinstance(backbone, ConvNeXtTransformer):
-        stage, to_nchw = _last_stage(backbone.trunk, f"hybrid trunk of {name}")
-        stride = int(backbone.trunk.feature_info[-1]["reduction"])
-        grid = _divided(size, stride)
+        token_grid = _divided(size, int(backbone.trunk.feature_info[-1]["reduction"]))
+        label, stage, to_nchw, stride = _stage_for(backbone.trunk, f"hybrid trunk of {name}", size)
         encoder = backbone.encoder.layers[-1]
+        reshape = tokens_to_grid(backbone.num_prefix_tokens, token_grid)
         return [
-            CamLayer("encoder (last layer)", encoder.norm1, tokens_to_grid(backbone.num_prefix_tokens, grid), grid),
-            CamLayer("trunk (last stage)", stage, to_nchw, grid),
+            CamLayer("encoder (last layer)", encoder.norm1, reshape, token_grid),
+            CamLayer(f"trunk ({label})", stage, to_nchw, _divided(size, stride)),
         ]
     if isinstance(backbone, TimmBackbone):
         model = backbone.model
         if _is_vit(model):
             reshape, grid = vit_reshape(model)
             return [CamLayer("last block", model.blocks[-1].norm1, reshape, grid)]
-        stage, to_nchw = _last_stage(model, name)
-        reduction = int(model.feature_info[-1].get("reduction", 0) or 0)
-        return [CamLayer("last stage", stage, to_nchw, _divided(size, reduction) if reduction else None)]
+        label, stage, to_nchw, reduction = _stage_for(model, name, size)
+        return [CamLayer(label, stage, to_nchw, _divided(size, reduction) if reduction else None)]
     raise UserError(
         f"{name}: no Grad-CAM target layer known for backbone class {type(backbone).__name__} "
         "(supported: convnext, vit, hybrid and timm: models)"
