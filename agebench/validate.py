@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from agebench.config import ConfigError, FitConfig
+from agebench.data.datamodule import ON_BAD_IMAGE
 from agebench.errors import UserError
 
 # What pl.Trainer(precision=...) accepts (Lightning 2.x documentation, "precision" argument).
 PRECISIONS = ("16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 LOGGERS = ("csv", "wandb", "none")
-ON_BAD_IMAGE = ("error", "skip")
 # Trainer arguments that must be integers >= 1 when given.
 POSITIVE_INT_TRAINER_KEYS = ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes")
 

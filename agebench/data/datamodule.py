@@ -127,10 +127,14 @@ def collate_checked(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def bad_image_where(bad: dict[str, Any]) -> str:
+    """Which image and what is wrong with it, for the warning (skip) and the error (error)."""
+    return f"manifest row {bad['row']}: {bad['path']} ({bad['split']} split): {bad['kind']} image ({bad['detail']})"
+
+
 def bad_image_message(bad: dict[str, Any]) -> str:
     return (
-        f"manifest row {bad['row']}: {bad['path']} ({bad['split']} split): {bad['kind']} image ({bad['detail']}); "
-        "fix or remove it (`agebench audit --decode` lists all), or set data.on_bad_image=skip"
+        f"{bad_image_where(bad)}; fix or remove it (`agebench audit --decode` lists all), or set data.on_bad_image=skip"
     )
 
 
@@ -148,7 +152,7 @@ class CheckedLoader(DataLoader):
                     raise UserError(bad_image_message(bad))
                 if bad["path"] not in self.skipped:
                     self.skipped[bad["path"]] = bad
-                    print(f"agebench: warning: skipped {bad_image_message(bad).split('; fix')[0]}", file=sys.stderr)
+                    print(f"agebench: warning: skipped {bad_image_where(bad)}", file=sys.stderr)
             if len(batch["index"]):
                 yield batch
 

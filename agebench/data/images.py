@@ -80,15 +80,16 @@ class ImageCheck:
 def _inspect(path: str | os.PathLike[str], min_side: int | None) -> tuple[np.ndarray | None, ImageCheck]:
     p = os.fspath(path)
     try:
-        data = np.fromfile(p, dtype=np.uint8)
+        with open(p, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         return None, ImageCheck(p, "missing", "file not found")
     except OSError as err:
         return None, ImageCheck(p, "unreadable", f"cannot read file ({err.strerror or err})")
-    if data.size == 0:
+    if not raw:
         return None, ImageCheck(p, "empty", "empty file (0 bytes)")
-    cut = truncation(data.tobytes())
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    cut = truncation(raw)
+    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if cut:  # whether or not OpenCV made a (grey-filled) image of it
         return None, ImageCheck(p, "truncated", cut)
     if image is None:

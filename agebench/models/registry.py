@@ -32,13 +32,14 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 import torch
 from torch import nn
 
 from agebench.errors import UserError
+from agebench.plugins import entry_points_by_name, load_factory
 
 ENTRY_POINT_GROUP = "agebench.backbones"
 TIMM_PREFIX = "timm:"
@@ -65,16 +66,7 @@ class BackboneSpec:
         if self.factory is not None:
             return self.factory
         assert self.entry_point is not None
-        try:
-            factory = self.entry_point.load()
-        except Exception as err:  # any import failure of a third-party package is the user's to fix
-            raise UserError(
-                f"backbone {self.name!r}: cannot load entry point {self.entry_point.value!r} "
-                f"({type(err).__name__}: {err})"
-            ) from err
-        if not callable(factory):
-            raise UserError(f"backbone {self.name!r}: entry point {self.entry_point.value!r} is not callable")
-        return factory
+        return load_factory("backbone", self.name, self.entry_point)
 
 
 _BUILTINS: dict[str, BackboneSpec] = {}
@@ -116,11 +108,7 @@ def _ensure_builtins() -> None:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
-    # Not cached: tests and notebooks install packages at run time, and the scan is cheap.
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+    return entry_points_by_name(ENTRY_POINT_GROUP)
 
 
 def list_backbones() -> list[str]:

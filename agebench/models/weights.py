@@ -139,7 +139,7 @@ def pretrained_kwargs(timm_name: str) -> dict[str, Any]:
     known; {} to let timm download; UserError when neither is possible."""
     spec = weight_spec(timm_name)
     weights_dir = _WEIGHTS_DIR.get()
-    state, path = where(spec, weights_dir)
+    _, path = where(spec, weights_dir)
     if path is not None:
         return {"pretrained_cfg_overlay": {"file": str(path)}}
     if hub_reachable():
@@ -197,9 +197,7 @@ def ensure_available(model_name: str, weights_dir: str | os.PathLike[str] | None
     ``model_name`` could not get its weights here; for checking a whole bench before its first cell."""
     with weights_source(model_name, weights_dir):
         for name in timm_names(model_name, **kwargs):
-            spec = weight_spec(name)
-            if where(spec, weights_dir)[0] == "missing" and not hub_reachable():
-                raise UserError(offline_message(spec, Path(weights_dir) if weights_dir else None))
+            pretrained_kwargs(name)
 
 
 # ---------------------------------------------------------------- fetching ahead (on a machine with network)
@@ -228,7 +226,8 @@ def fetch(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Put the weights every listed agebench model needs into ``to`` and update ``to/weights.json``."""
-    import hashlib
+    from agebench import atomic
+    from agebench.data.manifest import file_sha256
 
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
@@ -249,9 +248,7 @@ def fetch(
                 log(f"{spec.key} for {model}: already in {to}")
             entry = index.setdefault(spec.key, {"hf_hub_id": spec.hf_hub_id, "url": spec.url, "models": []})
             entry["file"] = present.name
-            entry["sha256"] = hashlib.sha256(present.read_bytes()).hexdigest()
+            entry["sha256"] = file_sha256(present)
             entry["models"] = sorted({*entry["models"], model})
-    tmp_index = index_file.with_name(f".{INDEX}.part")
-    tmp_index.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_index, index_file)
+    atomic.write_json(index_file, dict(sorted(index.items())))
     return index

@@ -24,12 +24,13 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 from torch import nn
 
 from agebench.errors import UserError
+from agebench.plugins import entry_points_by_name, load_factory
 
 ENTRY_POINT_GROUP = "agebench.heads"
 DEFAULT_HEAD = "regression"
@@ -69,15 +70,7 @@ class HeadSpec:
         if self.factory is not None:
             return self.factory
         assert self.entry_point is not None
-        try:
-            factory = self.entry_point.load()
-        except Exception as err:  # any import failure of a third-party package is the user's to fix
-            raise UserError(
-                f"head {self.name!r}: cannot load entry point {self.entry_point.value!r} ({type(err).__name__}: {err})"
-            ) from err
-        if not callable(factory):
-            raise UserError(f"head {self.name!r}: entry point {self.entry_point.value!r} is not callable")
-        return factory
+        return load_factory("head", self.name, self.entry_point)
 
 
 _BUILTINS: dict[str, HeadSpec] = {}
@@ -106,10 +99,7 @@ def _ensure_builtins() -> None:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+    return entry_points_by_name(ENTRY_POINT_GROUP)
 
 
 def list_heads() -> list[str]:
