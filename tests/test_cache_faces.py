@@ -68,8 +68,10 @@ def test_detector_specs_and_clear_errors(tmp_path: Path, monkeypatch) -> None:
     assert str(faces.DetectorSpec.parse("haar")) == "haar"
     with pytest.raises(UserError, match="model file not found"):
         faces.DetectorSpec.parse(f"yunet:{tmp_path / 'face_detection_yunet.onnx'}")
-    with pytest.raises(UserError, match="expected none, haar or yunet:PATH.onnx"):
-        faces.DetectorSpec.parse("mtcnn")
+    with pytest.raises(UserError, match="expected none, haar, mtcnn or yunet:PATH.onnx"):
+        faces.DetectorSpec.parse("retinaface")
+    with pytest.raises(UserError, match="expected none, haar, mtcnn or yunet:PATH.onnx"):
+        faces.DetectorSpec.parse("haar:extra.xml")
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path / "none") + "/")
     with pytest.raises(UserError, match="ships no Haar cascade"):
         faces.haar_cascade_file()

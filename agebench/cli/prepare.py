@@ -36,15 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--face-detector",
         default=None,
         metavar="D",
-        help="none, haar or yunet:PATH.onnx (default: none for utkface/afad, haar for cacd/morph2); "
-        "a protocol's boxes (cvpr24 aligned_bbox) take precedence",
+        help="none, haar, mtcnn (5-point alignment; pip install 'agebench[faces]') or yunet:PATH.onnx "
+        "(default: none for utkface/afad, haar for cacd/morph2); a protocol's boxes (cvpr24 aligned_bbox) take "
+        "precedence",
     )
     p.add_argument(
         "--margin",
         type=float,
         default=None,
         metavar="M",
-        help="added on each side, as a fraction of the face box (default 0.25 detector, 0 for boxes)",
+        help="added on each side, as a fraction of the face box or aligned template square (default 0.25 "
+        "detector, 0 for boxes)",
     )
     p.add_argument("--workers", type=int, default=None, help="processes for detection and caching")
 
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{counts['bad_images']} unusable image(s) left out")
     if counts["no_face"]:
         notes.append(f"{counts['no_face']} image(s) without a detected face (centre crop)")
+    if counts.get("several_faces"):
+        notes.append(f"{counts['several_faces']} image(s) with several faces (largest and most central taken)")
     if notes:
         console.print("  " + "; ".join(notes) + " (see report.md)")
     if not r["subject_exclusive"]:

@@ -37,12 +37,13 @@ class PrepareResult:
         return bool(self.report["leaky"])
 
 
-def _detect_chunk(task: tuple[list[str], str, float]) -> list[tuple[faces.Quad, bool]]:
+def _detect_chunk(task: tuple[list[str], str, float]) -> list[tuple[faces.Quad, int]]:
     paths, text, margin = task
     spec, out = faces.DetectorSpec.parse(text), []
     for p in paths:
         try:
-            out.append(faces.detect_quad(p, spec, margin))
+            found = faces.detect_quad(p, spec, margin)
+            out.append((found.quad, found.n_faces))
         except OSError as err:
             raise UserError(f"{p}: cannot read image ({err})") from None
     return out
@@ -56,7 +57,7 @@ def _detect_all(paths: list[str], spec: faces.DetectorSpec, margin: float, worke
     if not paths:
         return []
     tasks = [(paths[s : s + 32], str(spec), margin) for s in range(0, len(paths), 32)]
-    results: list[tuple[faces.Quad, bool]] = []
+    results: list[tuple[faces.Quad, int]] = []
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),
@@ -96,9 +97,12 @@ def _crops(
     margin: float | None,
     workers: int,
     progress: bool,
-) -> list[tuple[str, str, faces.Quad | None]]:
-    """(path, face, quad) per row: the protocol's box, else the detector's, else none (whole image)."""
+) -> tuple[list[tuple[str, str, faces.Quad | None]], list[str]]:
+    """(path, face, quad) per row: the protocol's box, else the detector's (aligned by its five landmarks where it
+    gives them), else none (whole image); and the paths where the detector saw several faces (the largest and
+    most central one is taken)."""
     out: list[tuple[str, str, faces.Quad | None]] = []
+    several: list[str] = []
     to_detect = [i for i, a in enumerate(rows) if a.crop is None] if detector.kind != "none" else []
     det_margin = faces.DETECTOR_MARGIN if margin is None else margin
     found = _detect_all([str(root / rows[i].record.path) for i in to_detect], detector, det_margin, workers, progress)
@@ -109,11 +113,13 @@ def _crops(
         if a.crop is not None:
             out.append((path, "bbox", faces.expand_quad(a.crop, box_margin)))
         elif i in detected:
-            quad, ok = detected[i]
-            out.append((path, detector.kind if ok else "no_face", quad))
+            quad, n_faces = detected[i]
+            out.append((path, detector.kind if n_faces else "no_face", quad))
+            if n_faces > 1:
+                several.append(path)
         else:
             out.append((path, "given", None))
-    return out
+    return out, several
 
 
 def _manifest_rows(rows: list[Assigned]) -> list[dict[str, object]]:
@@ -166,9 +172,7 @@ def prepare(
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     root, out = Path(root), Path(out)
     found: SourceScan = scan(dataset, root)
-    detector = faces.DetectorSpec.parse(face_detector or found.default_detector)
-    if detector.kind == "haar":
-        faces.haar_cascade_file()  # fail early, before any work, if this OpenCV lacks the cascades
+    detector = faces.DetectorSpec.parse(face_detector or found.default_detector)  # fails early if unusable
     # Unusable files never reach the manifest: they are listed in the report instead.
     bad = check_files([(root / r.path, r.path, 0, "") for r in found.records], workers=workers, progress=progress)
     if bad:
@@ -179,7 +183,7 @@ def prepare(
     with _status(progress, f"looking for identical images among {len(found.records)} files"):
         dups = duplicate_paths(root, [r.path for r in found.records], workers)
     result: ProtocolResult = apply_protocol(protocol, found, seed=seed, fold=fold, linked=[p for _, p in dups])
-    crops = _crops(result.rows, root, detector, margin, workers, progress)
+    crops, several = _crops(result.rows, root, detector, margin, workers, progress)
     manifest_file = write_manifest(_manifest_rows(result.rows), out / MANIFEST)
     has_crops = any(q is not None for _, _, q in crops)
     if has_crops:
@@ -215,6 +219,7 @@ def prepare(
             "malformed_names": len(found.malformed),
             "skipped_files": len(found.skipped),
             "no_face": face_counts.get("no_face", 0),
+            "several_faces": len(several),
         },
         "splits": audit.summary,
         "malformed_names": found.malformed,
@@ -225,10 +230,14 @@ def prepare(
             "detector": str(detector),
             "opencv": cv2.__version__,
             "margin": margin,
+            "aligned": detector.gives_landmarks,  # crops put the five landmarks on the ArcFace template
             "crops_file": faces.crops_file(manifest_file).name if has_crops else None,
             "counts": dict(sorted(face_counts.items())),
             "no_face": [p for p, f, _ in crops if f == "no_face"],
             "no_face_policy": "kept with the image's centre square as crop, flagged no_face in the crops file",
+            "several_faces": several,
+            "several_faces_policy": "the largest and most central face is taken",
+            "found": face_counts.get(detector.kind, 0),
         },
         "cache": None if cache is None else {"file": cache.file.name, "size": cache.size, "count": len(cache)},
         "removed_stale_files": removed,
@@ -264,7 +273,10 @@ def render_markdown(report: dict) -> str:
         "listed in several splits by the protocol)",
         f"- images found {c['images_found']}, in manifest {c['images_in_manifest']}, "
         f"subjects {c['subjects_in_manifest'] or '-'}, unusable (left out) {c.get('bad_images', 0)}",
-        f"- faces: detector `{f['detector']}` (OpenCV {f['opencv']}), {f['counts']}; no face found: {c['no_face']}",
+        f"- faces: detector `{f['detector']}` (OpenCV {f['opencv']}"
+        + (", aligned by 5 landmarks" if f.get("aligned") else "")
+        + f"), {f['counts']}; found: {f.get('found', 0)}, no face found: {c['no_face']}, "
+        f"several found: {c.get('several_faces', 0)}",
         f"- cache: {report['cache'] or 'none'}",
         "",
         "| split | images | subjects | age range | mean age |",
@@ -288,6 +300,7 @@ def render_markdown(report: dict) -> str:
             [f"{b['path']}: {b['kind']} ({b['detail']})" for b in report.get("bad_images", [])],
         ),
         ("No face found (kept, centre square)", f["no_face"]),
+        ("Several faces found (the largest and most central taken)", f.get("several_faces", [])),
         ("Leaking subjects", [f"{k} ({'/'.join(v)})" for k, v in leak["leaking_subjects"].items()]),
         (
             "Identical images in several splits",

@@ -200,6 +200,16 @@ def render(
     The final brightness and contrast are drawn at random and imposed on the whole image, so that the mean
     grey level is independent of age (greying hair would otherwise brighten old faces).
     """
+    image, mask, _ = render_with_landmarks(traits, apparent_age, size, rng, want_mask)
+    return image, mask
+
+
+def render_with_landmarks(
+    traits: Traits, apparent_age: float, size: int, rng: np.random.Generator, want_mask: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:func:`render` plus the face's five landmarks [5, 2] in the image's continuous coordinates (pixel i spans
+    [i, i + 1)), after the pose warp: what an alignment test needs as ground truth. Draws nothing extra from
+    `rng`, so the image is the one :func:`render` makes."""
     r = 2 * size if size <= 256 else size  # supersample thin folds, then average down
     face = Face(traits, apparent_age, r, rng)
     face.draw()
@@ -224,12 +234,14 @@ def render(
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 4))
     img = (img - img.mean()) * rng.uniform(0.75, 1.15) + rng.uniform(70, 180)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    # Pixel centres of the r canvas through the pose warp, then to continuous coordinates of the size image.
+    landmarks = (face.landmarks() @ m[:, :2].T + m[:, 2] + 0.5) * (size / r)
     if not want_mask:
-        return out, None
+        return out, None, landmarks
     mask = cv2.warpAffine(face.regions(), m, (r, r), flags=cv2.INTER_NEAREST, borderValue=0)
     if r != size:
         mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-    return out, mask
+    return out, mask, landmarks
 
 
 def _render_job(job: ImageJob, root: str) -> int:

@@ -365,6 +365,17 @@ class Face:
                 rad = rng.uniform(0.008, 0.02) * r
                 ellipse(self.img, (cx + x * fw, self.cy + y * fh), (rad, rad * rng.uniform(0.7, 1)), spot)
 
+    def landmarks(self) -> np.ndarray:
+        """The five alignment points [5, 2] in canonical canvas coordinates (OpenCV's: pixel centres at integers):
+        eye centres, nose tip (bottom of the nose line) and mouth corners, left to right as seen in the image."""
+        cx, _, fh, ey, my, mw, _, ny = self._layout()
+        corner = my + fh * 0.03 * self.cue.droop  # where _features draws the mouth corners
+        nose = ny + fh * 0.05 / 2  # the apex of the nose curve (a quadratic Bezier peaks halfway to its pull)
+        return np.array(
+            [[cx - self.eye_dx, ey], [cx + self.eye_dx, ey], [cx, nose], [cx - mw, corner], [cx + mw, corner]],
+            np.float64,
+        )
+
     def regions(self) -> np.ndarray:
         """Bit mask of where the age cues live, in canonical coordinates (before the pose warp)."""
         r, (cx, fw, fh, ey, my, mw, nw, ny) = self.r, self._layout()
