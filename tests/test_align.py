@@ -54,11 +54,15 @@ def test_a_rotated_and_scaled_face_is_aligned_back(synthetic_face):
         crop = align.align(moved, moved_landmarks, SIZE, margin=0.2)
         points = align.apply(align.quad_matrix(align.aligned_quad(moved_landmarks, 0.2), SIZE), moved_landmarks)
         assert np.abs(points - ref_points).max() < 2.0  # landmark error at 112 px
-        # The pixels agree too: the warp, not only the point arithmetic, undoes the rotation. The inner face
-        # (away from borders the rotation filled in) differs by interpolation only.
+        # The pixels agree too: the warp, not only the point arithmetic, undoes the rotation. Blurred (sigma 1.5
+        # px) so that double interpolation does not count; a crop shifted by 1 px differs by 5-10 grey levels.
         inner = (slice(28, 84), slice(28, 84))
-        diff = np.abs(crop[inner].astype(float) - reference[inner].astype(float)).mean()
-        assert diff < 4.0, f"rotation {angle}, scale {scale}: mean pixel difference {diff:.1f}"
+        diff = np.abs(_blur(crop)[inner] - _blur(reference)[inner]).mean()
+        assert diff < 2.0, f"rotation {angle}, scale {scale}: mean pixel difference {diff:.2f}"
+
+
+def _blur(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.5)
 
 
 def test_detector_crop_takes_the_largest_most_central_face_and_counts_the_others():
