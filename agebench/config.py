@@ -97,6 +97,11 @@ class OptimSection:
 
 
 @dataclass
+class EvalSection:
+    tta: str = "none"  # none | flip: the test prediction averages the image's and its mirror's (recorded, flagged)
+
+
+@dataclass
 class LoggerSection:
     kind: str = "csv"  # csv | wandb | none
     project: str = "agebench"
@@ -111,6 +116,7 @@ class FitConfig:
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
     logger: LoggerSection = field(default_factory=LoggerSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     # Lightning Trainer arguments by their own names (max_epochs, devices, strategy, precision...).
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10})
     compile: bool = False  # torch.compile the backbone
@@ -292,7 +298,10 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("profile", "compile"): None,  # 0.3 (bench cells hash their profile settings too)
     ("model", "head"): None,  # 0.3; None is the regression head every older cell used
     ("model", "age_range"): None,  # 0.3; only integer-age heads use it
+    ("eval", "tta"): "none",  # 0.4; test-time augmentation
 }
+# Sections that only hold such keys: dropped from the hash when nothing in them differs from the default.
+HASH_NEUTRAL_SECTIONS = ("eval",)
 
 
 def config_hash(data: dict[str, Any]) -> str:
@@ -305,6 +314,9 @@ def config_hash(data: dict[str, Any]) -> str:
     for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
         if isinstance(data.get(section), dict) and data[section].get(key, default) == default:
             data[section].pop(key, None)
+    for section in HASH_NEUTRAL_SECTIONS:
+        if data.get(section) == {}:
+            data.pop(section)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,15 +32,34 @@ def autocast_for(precision: str | int | None, device: torch.device) -> contextli
     return contextlib.nullcontext()
 
 
+def _plain(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    return model(images)
+
+
+def _flip(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """The mean of the image's prediction and its mirror's: faces are near-symmetric, their errors less so."""
+    return 0.5 * (model(images).float() + model(torch.flip(images, dims=[-1])).float())
+
+
+# eval.tta / `agebench predict --tta`: name -> (model, images [B, 3, H, W]) -> ages [B].
+TTA: dict[str, Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]] = {
+    "none": _plain,
+    "flip": _flip,
+}
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, device: torch.device, precision: str | int | None = None) -> dict:
+def predict(
+    model: torch.nn.Module, loader, device: torch.device, precision: str | int | None = None, tta: str = "none"
+) -> dict:
     """Ages for every item of ``loader``: returns arrays index, age, pred and the list of paths, in loader order."""
     model.eval().to(device)
+    forward = TTA[tta]
     idx, ages, preds, paths = [], [], [], []
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         with autocast_for(precision, device):
-            out = model(images)
+            out = forward(model, images)
         preds.append(out.float().reshape(-1).cpu())
         ages.append(batch["age"].float())
         idx.append(torch.as_tensor(batch["index"]))

@@ -281,7 +281,7 @@ def fit(
     _load_weights(module, best_path)
     # Lightning moves the module back to the CPU when fit ends: evaluate on the device that trained it.
     device = trainer.strategy.root_device
-    preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"))
+    preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"), cfg.eval.tta)
     if dm.manifest.has_identities:
         test_records = dm.datasets["test"].records
         preds["subject_id"] = [test_records[int(i)].subject_id for i in preds["index"]]
@@ -306,6 +306,7 @@ def fit(
         "train_age_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         "leaky_splits": dm.leaky,
         "skipped_images": dm.skipped_images,
+        "tta": cfg.eval.tta,
         "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
         "config_hash": config_hash(resolved),
         "manifest_sha256": dm.manifest.sha256(),

@@ -148,6 +148,10 @@ def check_fit_config(cfg: FitConfig) -> None:
     _in_range("data.crop_pct", d.crop_pct, 0, 1, low_open=True)
     if d.on_bad_image not in ON_BAD_IMAGE:
         _fail("data.on_bad_image", d.on_bad_image, f"expected one of {', '.join(ON_BAD_IMAGE)}")
+    from agebench.evaluate import TTA
+
+    if cfg.eval.tta not in TTA:
+        _fail("eval.tta", cfg.eval.tta, f"expected one of {', '.join(TTA)}")
     _in_range("data.augment.scale_min", d.augment.scale_min, 0, 1, low_open=True)
     _in_range("data.augment.hflip", d.augment.hflip, 0, 1)
     _in_range("data.augment.color_jitter", d.augment.color_jitter, 0, 1)

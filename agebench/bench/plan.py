@@ -49,6 +49,7 @@ class BenchConfig:
     model: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
     profile: ProfileSection = field(default_factory=ProfileSection)
     compile: bool = False
     channels_last: bool = False
@@ -121,6 +122,7 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                     "model": model,
                     "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
                     "logger": dict(cfg.logger),
+                    "eval": dict(cfg.eval),
                     "trainer": deep_merge(cfg.trainer, per_model.get("trainer", {})),
                     "compile": cfg.compile,
                     "channels_last": cfg.channels_last,

@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "build the leaderboard (md/csv/json/html + plots) from result files",
     "compare": "paired significance test of two models on one data set",
     "explain": "Grad-CAM maps and a failure report for finished runs",
+    "predict": "predict ages of new images (files or folders) with a trained run",
+    "export": "export a trained run to TorchScript or ONNX and check it against the checkpoint",
 }
 
 

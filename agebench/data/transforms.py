@@ -60,6 +60,11 @@ def eval_transform(
     )
 
 
+def pixel_transform(img_size: int, *, crop_pct: float = 1.0) -> A.Compose:
+    """:func:`eval_transform` without Normalize: the uint8 pixels an exported model takes (it normalises itself)."""
+    return A.Compose(eval_transform(img_size, crop_pct=crop_pct).transforms[:-1], seed=0)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 32-bit seed that depends only on (seed, epoch, index): stable across processes and Python versions."""
     digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=4).digest()

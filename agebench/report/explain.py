@@ -140,8 +140,8 @@ def open_run(
     return Run(model_name or str(config["name"]), dataset or manifest.parent.name, model, data, dm.manifest, run_dir)
 
 
-def load_run(run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None) -> Run:
-    """A result cell (``RESULTS/<dataset>/<model>/seed<k>``): its best checkpoint and its config's test split."""
+def run_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A result cell's best (else last) checkpoint and the ``data`` section of its config.yaml."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: result folder not found")
@@ -151,6 +151,13 @@ def load_run(run_dir: str | Path, manifest: str | Path | None = None, root: str 
     ckpt = next((p for p in (run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()), None)
     if ckpt is None:
         raise UserError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt")
+    return ckpt, data
+
+
+def load_run(run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None) -> Run:
+    """A result cell (``RESULTS/<dataset>/<model>/seed<k>``): its best checkpoint and its config's test split."""
+    run_dir = Path(run_dir)
+    ckpt, data = run_checkpoint(run_dir)
     if not (manifest or data.get("manifest")):
         raise UserError(f"{run_dir / 'config.yaml'}: no data.manifest; pass --manifest")
     metrics: dict[str, Any] = {}

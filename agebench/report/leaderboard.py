@@ -29,7 +29,9 @@ FLAG_LEAKY = "leaky"
 FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
 FLAG_UNVERIFIED = "unverified"
 FLAG_SKIPPED = "skipped images"
+FLAG_TTA = "tta flip"
 FLAG_HELP = {
+    FLAG_TTA: "test predictions average each image and its mirror (eval.tta=flip): not comparable to single-view rows",
     FLAG_SKIPPED: "images that could not be decoded were left out (data.on_bad_image=skip; metrics.json lists them)",
     FLAG_LEAKY: "the splits share subjects or images (audit failed): the MAE is optimistic and not comparable",
     FLAG_NOT_EXCLUSIVE: "the data set has no identities (e.g. UTKFace), so the same person may be in train and test",
@@ -204,6 +206,8 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_UNVERIFIED)
     if cell.metrics.get("skipped_images"):
         flags.append(FLAG_SKIPPED)
+    if cell.metrics.get("tta", "none") != "none":
+        flags.append(FLAG_TTA if cell.metrics["tta"] == "flip" else f"tta {cell.metrics['tta']}")
     return tuple(flags)
 
 
