@@ -68,11 +68,12 @@ class LoadedRun:
         return max(self.img_size, int(round(self.img_size / self.crop_pct)))
 
 
-def load(run_dir: str | os.PathLike[str]) -> LoadedRun:
+def load(run_dir: str | os.PathLike[str], model: Any = None) -> LoadedRun:
+    """A result cell's best checkpoint (or ``model``, already loaded from it) with its eval preprocessing."""
     from agebench.report.explain import load_regressor, run_checkpoint
 
     ckpt, data = run_checkpoint(run_dir)
-    model = load_regressor(ckpt)
+    model = load_regressor(ckpt) if model is None else model
     config = model.hparams.model_config
     return LoadedRun(model, str(config["name"]), int(config["img_size"]), float(data.get("crop_pct", 1.0)), ckpt)
 

@@ -401,3 +401,14 @@ def test_screenshot_of_the_html_page_is_not_blank(results: Path, tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert ": ok (" in proc.stdout and (tmp_path / "shot.png").stat().st_size > 20_000
+
+
+def test_tta_cells_are_flagged_and_pooled_apart(tmp_path: Path) -> None:
+    root = tmp_path / "RESULTS"
+    write_cell(root, "synth", "convnext-atto", 0)
+    write_cell(root, "synth", "convnext-atto", 1, tta="flip")
+    write_cell(root, "synth", "convnext-atto", 2, tta="none")  # written by 0.4 at the default: no flag
+    rows = [r for r in build_leaderboard(root, None, "json").rows if r.source == "measured"]
+    assert sorted((r.seeds, r.flags) for r in rows) == [([0, 2], ()), ([1], ("tta flip",))]
+    md = build_leaderboard(root, None, "md").text
+    assert "| tta flip |" in md and "**tta flip**:" in md

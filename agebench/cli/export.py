@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--format {args.fmt!r}: expected one of {', '.join(export.FORMATS)}")
     if args.n < 1:
         raise UserError(f"--n {args.n}: must be at least 1")
-    loaded = predict.load(args.run)
-    test = load_run(args.run, args.manifest, args.root).data  # the run's test split, as the bench read it
+    run_ = load_run(args.run, args.manifest, args.root)  # the model and the test split, as the bench read it
+    loaded, test = predict.load(args.run, model=run_.model), run_.data
     images = [test.load_rgb(i) for i in pick_faces(test.records, args.n)]
     out = Path(args.out) if args.out else Path(args.run) / "export" / f"model{export.FORMATS[args.fmt].suffix}"
     result = export.export(loaded, args.fmt, out, images)
