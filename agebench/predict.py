@@ -145,6 +145,10 @@ def predict_images(
 
     model = run.model.to(device).eval()
     forward = TTA[tta]
+    if torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # One core per loader worker: OpenMP threads sharing a core with a busy worker spin at their barriers
+        # (5x slower per image here), as in training (agebench.train._set_cpu_threads).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     loader = DataLoader(
         ImageFiles(paths, run, detector, margin),
         batch_size=batch_size,
