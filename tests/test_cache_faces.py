@@ -163,3 +163,39 @@ def test_reader_works_in_dataloader_workers(image_set: Path) -> None:
     batches = list(DataLoader(Items(), batch_size=4, num_workers=2))
     got = torch.cat(batches).numpy()
     assert np.array_equal(got, np.stack([reader.get(i) for i in range(len(paths))]))
+
+
+def test_mtcnn_prepare_aligns_found_faces_and_counts_none_and_several(tmp_path: Path) -> None:
+    from agebench.data.synthetic import render_with_landmarks
+    from agebench.data.synthetic_faces import sample_traits
+
+    def synthetic(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)  # seeds whose faces MTCNN finds
+        image, _, landmarks = render_with_landmarks(sample_traits(rng), 40.0, 160, rng)
+        return image, landmarks
+
+    raw = make_cacd(tmp_path / "raw")  # 40 noise images: no face
+    names = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.jpg"))
+    one, landmarks = synthetic(1)
+    cv2.imwrite(str(raw / names[0]), one, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(raw / names[1]), np.hstack([one, synthetic(7)[0]]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    result = prepare("cacd", raw, tmp_path / "out", face_detector="mtcnn", workers=1, progress=False)
+    faces_report = result.report["faces"]
+    assert faces_report["found"] == 2 and faces_report["aligned"] is True
+    assert result.report["counts"]["no_face"] == 38 and result.report["counts"]["several_faces"] == 1
+    assert faces_report["several_faces"] == [names[1]]
+    crops = faces.read_crops(result.manifest.with_name("manifest.crops.csv"))
+    assert crops[names[0]][0] == crops[names[1]][0] == "mtcnn"
+    # The aligned quad of the single face holds its five landmarks and is tilted like the face (not an upright box).
+    quad = np.asarray(crops[names[0]][1]).reshape(4, 2)
+    inside = cv2.pointPolygonTest(quad.astype(np.float32).reshape(-1, 1, 2), tuple(map(float, landmarks[2])), False)
+    assert inside > 0
+    eye_tilt = np.degrees(np.arctan2(*(landmarks[1] - landmarks[0])[::-1]))
+    top_tilt = np.degrees(np.arctan2(*(quad[1] - quad[0])[::-1]))
+    assert abs(top_tilt - eye_tilt) < 5
+    # The two-face image takes the larger, more central face: the crop sits over one face, not between them.
+    two = np.asarray(crops[names[1]][1]).reshape(4, 2)
+    centre_x = two.mean(axis=0)[0]
+    assert min(abs(centre_x - 84), abs(centre_x - 242)) < 25  # the faces' centres; the seam is at 160
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Several faces found (the largest and most central taken) (1)" in text and "aligned by 5 landmarks" in text
