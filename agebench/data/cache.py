@@ -220,6 +220,8 @@ def _run(tasks: list, total: int, workers: int, progress: bool, label: str) -> N
             return
         import multiprocessing as mp
 
-        with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+        from agebench.data.images import fork_safe_opencv
+
+        with fork_safe_opencv(), mp.get_context().Pool(workers, initializer=_init_worker) as pool:
             for done in pool.imap_unordered(_fill, tasks):
                 bar.advance(job, done)

@@ -9,6 +9,8 @@ WebP and BMP headers) and rejects images too small to crop or of one constant co
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -118,6 +120,19 @@ def decode_image(path: str | os.PathLike[str], min_side: int | None = MIN_SIDE) 
     if image is None:
         raise ImageDecodeError(verdict.path, str(verdict.kind), verdict.detail)
     return to_rgb_uint8(image)
+
+
+@contextmanager
+def fork_safe_opencv() -> Iterator[None]:
+    """Wrap the creation and life of a forking process pool: OpenCV's thread pool is not fork-safe, and a child
+    forked while the parent's pool has threads hangs at its first parallel cv2 call (seen after a warp or a
+    detector ran in the parent). One thread in the parent while the pool lives; the old count after."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:

@@ -74,7 +74,9 @@ def _detect_all(paths: list[str], spec: faces.DetectorSpec, margin: float, worke
         else:
             import multiprocessing as mp
 
-            with mp.get_context().Pool(workers, initializer=_init_worker) as pool:
+            from agebench.data.images import fork_safe_opencv
+
+            with fork_safe_opencv(), mp.get_context().Pool(workers, initializer=_init_worker) as pool:
                 for chunk in pool.imap(_detect_chunk, tasks):  # ordered: results line up with paths
                     results += chunk
                     bar.advance(job, len(chunk))

@@ -383,6 +383,8 @@ def _run(jobs: list[ImageJob], out: Path, workers: int, progress: bool) -> None:
                 cv2.setNumThreads(threads)
             return
         chunk = max(1, min(32, len(jobs) // (workers * 8)))
-        with multiprocessing.get_context().Pool(workers, initializer=_init_worker) as pool:
+        from agebench.data.images import fork_safe_opencv
+
+        with fork_safe_opencv(), multiprocessing.get_context().Pool(workers, initializer=_init_worker) as pool:
             for _ in pool.imap_unordered(work, jobs, chunksize=chunk):
                 bar.advance(task)
