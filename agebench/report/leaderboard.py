@@ -29,7 +29,10 @@ FLAG_LEAKY = "leaky"
 FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
 FLAG_UNVERIFIED = "unverified"
 FLAG_SKIPPED = "skipped images"
+FLAG_CROSS_OVERLAP = "cross-eval overlap"
 FLAG_HELP = {
+    FLAG_CROSS_OVERLAP: "a cross-dataset test set shares images or people with this training set: that matrix "
+    "entry is optimistic (marked in the cross-dataset matrix)",
     FLAG_SKIPPED: "images that could not be decoded were left out (data.on_bad_image=skip; metrics.json lists them)",
     FLAG_LEAKY: "the splits share subjects or images (audit failed): the MAE is optimistic and not comparable",
     FLAG_NOT_EXCLUSIVE: "the data set has no identities (e.g. UTKFace), so the same person may be in train and test",
@@ -204,6 +207,12 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_UNVERIFIED)
     if cell.metrics.get("skipped_images"):
         flags.append(FLAG_SKIPPED)
+    cross = cell.metrics.get("cross")
+    if isinstance(cross, dict) and any(
+        isinstance(c, dict) and isinstance(c.get("overlap"), dict) and c["overlap"].get("flagged")
+        for c in cross.values()
+    ):
+        flags.append(FLAG_CROSS_OVERLAP)
     return tuple(flags)
 
 
@@ -290,13 +299,17 @@ def cell_record(cell: Cell) -> dict[str, Any]:
     }
 
 
-def to_json(rows: list[Row], cells: list[Cell], analysis: Analysis | None = None) -> str:
+def to_json(
+    rows: list[Row], cells: list[Cell], analysis: Analysis | None = None, cross: dict[str, Any] | None = None
+) -> str:
+    """``cross``: the cross-dataset matrices (agebench.report.matrix.to_dict), when any cell has them."""
     doc = {
         "format": "agebench-leaderboard",
         "format_version": FORMAT_VERSION,
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
         "statistics": analysis.to_dict() if analysis else None,
+        "cross_matrix": cross,
         "cells": [cell_record(c) for c in cells],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
