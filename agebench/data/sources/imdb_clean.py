@@ -26,7 +26,7 @@ DEFAULT_PROTOCOL = "official"
 CSV_NAME = "imdb_{split}_new.csv"
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
 REQUIRED = ("filename", "age", "x_min", "y_min", "x_max", "y_max")
-_PERSON = re.compile(r"(?:^|/)nm(\d+)_")
+_PERSON = re.compile(r"(?:^|/)(nm\d+)_")
 
 
 def _bases(root: Path, csv_dir: Path) -> list[Path]:
