@@ -6,8 +6,11 @@ dealt to the 5 folds in blocks of 5 with a seeded permutation per block. That is
 within one unit per block, and depends on nothing but the labels and the seed (no listdir order, no set
 iteration, no Python ``hash``). Fold k is the test split, fold (k+1) % 5 validation, the other three train.
 
-Imported protocols (``cvpr24:PATH``, ``coral:DIR``) are replicated as published, leaks included: leaks are
-measured and reported by prepare/audit, never refused.
+``lopo`` (leave one person out) makes one subject the test set and takes validation from the same seeded
+5-fold deal. ``official`` is the split a data set ships with (records carry it).
+
+Imported protocols (``cvpr24:PATH``, ``coral:DIR``, ``official``) are replicated as published, leaks included:
+leaks are measured and reported by prepare/audit, never refused.
 """
 
 from __future__ import annotations
