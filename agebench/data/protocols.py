@@ -286,6 +286,7 @@ def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
         "json": str(path),
         "json_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "split": {s: list(fs) for s, fs in zip(("train", "val", "test"), table[fold], strict=True)},
+        "n_folds": len(table),
         "databases": sorted({str(e.get("database", "")) for e in entries}),
         "unmatched_entries": len(unmatched),
         "unmatched_examples": unmatched[:20],
