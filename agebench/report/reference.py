@@ -3,6 +3,10 @@
 Only what the paper publishes is here: MAE for the three families on four data sets, and parameter count and
 latency for the hybrid alone. Everything else stays empty; a reference row never borrows a measured number.
 The paper's latency was timed on the authors' hardware, so it is a landmark, not a like-for-like comparison.
+
+AgeDB, FG-NET, APPA-REAL, CLAP2016 and IMDB-Clean have no rows: the paper does not report them, and the figures
+of Paplham & Franc (CVPR 2024) are for other models (ResNet-50, FaRL) and their aligned crops; none was checked
+against the paper's own table, so none is copied here.
 """
 
 from __future__ import annotations
