@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -156,3 +157,55 @@ def test_eval_on_errors_name_the_key(styles, tmp_path):
     cells = expand(load_bench_config(bad), tmp_path)
     assert {c.dataset for c in cells} == {"studio"}
     assert all(list(c.cross) == ["snapshot"] and c.cross["snapshot"]["img_size"] == 32 for c in cells)
+
+
+def test_lopo_folds_run_as_cells_and_pool_into_one_row_per_model(tmp_path, capsys):
+    """FG-NET-style leave-one-person-out: prepare --fold all, a bench over the folds, one pooled leaderboard row."""
+    from agebench.data.prepare import prepare_folds
+
+    raw = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    for s in range(1, 6):  # 5 people: every fold's validation subjects (the next of 5 seeded groups) exist
+        for age in (3, 30, 51):
+            path = raw / "FGNET" / "images" / f"{s:03d}A{age:02d}.JPG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    prepare_folds("fgnet", raw, tmp_path / "lopo", protocol="lopo", face_detector="none", workers=1, progress=False)
+    config = {
+        "models": ["convnext-atto"],
+        "datasets": {"fgnet": {"folds": str(tmp_path / "lopo" / "folds.json"), "root": str(raw)}},
+        "seeds": [0],
+        **TINY,
+    }
+    path = tmp_path / "lopo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results"
+    run_cells(path, results, 4)  # fold 4 left out: the pooled row must say it is incomplete
+    capsys.readouterr()
+    assert main(["leaderboard", str(results), "--format", "csv", "--resamples", "200"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["dataset"], r["status"]) for r in rows] == [("fgnet", "invalid")]
+    assert "4 of 5 folds finished; missing 4" in rows[0]["error"]
+
+    run_cells(path, results, 5)
+    capsys.readouterr()
+    assert main(["leaderboard", str(results), "--format", "json", "--resamples", "200"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (row,) = doc["rows"]
+    assert row["dataset"] == "fgnet" and row["status"] == "ok" and "folds pooled" in row["flags"]
+    preds, fold_maes = [], []
+    for k in range(5):
+        cell = results / f"fgnet@fold{k:02d}" / "convnext-atto" / "seed0"
+        rows_k = list(read_predictions(cell / "predictions.csv"))
+        assert (
+            len({load_manifest(tmp_path / "lopo" / f"fold{k:02d}" / "manifest.csv", raw).split("test")[0].subject_id})
+            == 1
+        )
+        fold_maes.append(json.loads((cell / "metrics.json").read_text())["mae"])
+        preds += rows_k
+    assert row["n_test"] == 15 == len({p[0] for p in preds})  # every image once
+    pooled = float(np.mean([abs(p[2] - p[1]) for p in preds]))
+    assert row["mae_mean"] == pytest.approx(pooled, abs=1e-5)
+    (cell,) = doc["cells"]
+    assert cell["metrics"]["folds"]["fold_mean_mae"] == pytest.approx(np.mean(fold_maes))
+    assert row["mae_ci_low"] <= row["mae_mean"] <= row["mae_ci_high"]

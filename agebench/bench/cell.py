@@ -67,6 +67,7 @@ def failed_record(spec: dict[str, Any], error: str, wall: float, resumable: bool
         "seed": spec["seed"],
         "wall_seconds": wall,
         "config_hash": spec["config_hash"],
+        **({"fold": spec["fold"]} if spec.get("fold") else {}),
     }
 
 
@@ -210,6 +211,8 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
         ),
     }
     record["config_hash"] = spec["config_hash"]
+    if spec.get("fold"):
+        record["fold"] = spec["fold"]  # the leaderboard pools a model's folds into one row
     if spec.get("cross"):
         try:
             record["cross"] = cross_evaluate(spec, cfg, module, {}, cell_dir)

@@ -13,10 +13,17 @@ Cross-dataset evaluation: ``eval_on`` (top level, or in a data set entry, which 
 crop) at the cell's image size. A data set entry with ``eval_only: true`` trains no cells: it only serves as a
 target. The targets are not part of a cell's config hash: adding one evaluates the finished cells' best
 checkpoints on it instead of retraining them.
+
+Folds: a data set entry with ``folds: OUT/folds.json`` (what ``agebench prepare --fold all`` writes, e.g. FG-NET
+leave-one-person-out) instead of ``manifest`` becomes one data set per fold, ``<name>@fold<NN>``; the
+leaderboard pools the folds of a model and seed back into one ``<name>`` row (each image predicted once, by the
+model whose fold held it out).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +69,8 @@ class BenchConfig:
     eval_on: list[str] | str | None = None  # data sets (or "all") whose test splits every cell also predicts
 
 
-DATASET_KEYS = ("eval_on", "eval_only")  # keys of a data set entry that are not `data` fields
+DATASET_KEYS = ("eval_on", "eval_only", "folds")  # keys of a data set entry that are not `data` fields
+FOLD_SEPARATOR = "@fold"
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Cell:
     fit: dict[str, Any]  # a resolved FitConfig as plain data
     profile: ProfileSection
     cross: dict[str, dict[str, Any]] = field(default_factory=dict)  # target data set -> its `data` section
+    fold: dict[str, Any] | None = None  # {"of": data set, "index": k, "n_folds": n} for a cell of a fold protocol
 
     @property
     def key(self) -> str:
@@ -117,8 +126,8 @@ def _targets(cfg: BenchConfig, ds_name: str, ds: dict[str, Any]) -> list[str]:
     value = ds.get("eval_on", cfg.eval_on)
     if value is None:
         return []
-    if value == "all":
-        return [name for name in cfg.datasets if name != ds_name]
+    if value == "all":  # every other data set; a fold's test split is a sliver of its set, so no folds
+        return [name for name in cfg.datasets if name != ds_name and FOLD_SEPARATOR not in name]
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -127,6 +136,35 @@ def _targets(cfg: BenchConfig, ds_name: str, ds: dict[str, Any]) -> list[str]:
     if unknown:
         raise ConfigError(f"{where}: unknown data set(s) {', '.join(unknown)}; defined: {', '.join(cfg.datasets)}")
     return [v for v in dict.fromkeys(value) if v != ds_name]
+
+
+def expand_folds(datasets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Data set entries with ``folds`` replaced by one entry per fold, and each fold's {"of", "index", "n_folds"}."""
+    out: dict[str, Any] = {}
+    folds: dict[str, dict[str, Any]] = {}
+    for name, ds in datasets.items():
+        if not isinstance(ds, dict) or "folds" not in ds:
+            out[name] = ds
+            continue
+        if "manifest" in ds:
+            raise ConfigError(f"datasets.{name}: give either manifest or folds, not both")
+        index_file = Path(str(ds["folds"]))
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            entries = [(int(f["fold"]), str(f["manifest"])) for f in index["folds"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"datasets.{name}.folds: {index_file} is not a readable folds.json of `agebench prepare --fold all` "
+                f"({type(err).__name__}: {err})"
+            ) from None
+        width = max(2, len(str(len(entries) - 1)))
+        for k, manifest in entries:
+            fold_name = f"{name}{FOLD_SEPARATOR}{k:0{width}d}"
+            out[fold_name] = {k2: v for k2, v in ds.items() if k2 != "folds"} | {
+                "manifest": str(index_file.parent / manifest)
+            }
+            folds[fold_name] = {"of": name, "index": k, "n_folds": len(entries)}
+    return out, folds
 
 
 def _dataset_data(cfg: BenchConfig, ds_name: str) -> dict[str, Any]:
@@ -140,9 +178,11 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
     seen: dict[str, int] = {}
     checked: set[str] = set()
     results = Path(results)
+    datasets, folds = expand_folds(cfg.datasets)
+    cfg = dataclasses.replace(cfg, datasets=datasets)
     for ds_name, ds in cfg.datasets.items():
         if not isinstance(ds, dict) or "manifest" not in ds:
-            raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest'")
+            raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest' (or 'folds')")
     if all(ds.get("eval_only") for ds in cfg.datasets.values()):
         raise ConfigError("datasets: every data set is eval_only, so there is nothing to train")
     for ds_name, ds in cfg.datasets.items():
@@ -180,7 +220,7 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                 label = fit.model.label
                 fit.out_dir = str(results / ds_name / label / f"seed{seed}")
                 cross = {t: _target_data(cfg, t, fit) for t in targets}
-                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile, cross)
+                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile, cross, folds.get(ds_name))
                 if cell.key in seen:
                     raise ConfigError(
                         f"models[{seen[cell.key]}] and models[{i}] both make cell {cell.key}: give one another "

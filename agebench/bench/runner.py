@@ -116,6 +116,7 @@ def cell_spec(cell: Cell) -> dict[str, Any]:
         "profile": asdict(cell.profile),
         "config_hash": cell.config_hash,
         "cross": cell.cross,
+        "fold": cell.fold,
     }
 
 

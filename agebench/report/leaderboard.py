@@ -30,7 +30,10 @@ FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
 FLAG_UNVERIFIED = "unverified"
 FLAG_SKIPPED = "skipped images"
 FLAG_CROSS_OVERLAP = "cross-eval overlap"
+FLAG_FOLDS = "folds pooled"
 FLAG_HELP = {
+    FLAG_FOLDS: "a fold protocol (e.g. FG-NET leave-one-person-out): every image predicted once, by the model whose "
+    "fold held it out; MAE over all images (the unweighted mean over folds is folds.fold_mean_mae in the JSON)",
     FLAG_CROSS_OVERLAP: "a cross-dataset test set shares images or people with this training set: that matrix "
     "entry is optimistic (marked in the cross-dataset matrix)",
     FLAG_SKIPPED: "images that could not be decoded were left out (data.on_bad_image=skip; metrics.json lists them)",
@@ -207,6 +210,8 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_UNVERIFIED)
     if cell.metrics.get("skipped_images"):
         flags.append(FLAG_SKIPPED)
+    if isinstance(cell.metrics.get("folds"), dict):
+        flags.append(FLAG_FOLDS)
     cross = cell.metrics.get("cross")
     if isinstance(cross, dict) and any(
         isinstance(c, dict) and isinstance(c.get("overlap"), dict) and c["overlap"].get("flagged")
