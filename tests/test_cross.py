@@ -135,6 +135,14 @@ def test_overlap_counts_shared_images_and_people_only_on_the_same_root(tmp_path)
     copy = load_manifest(make_image_set(tmp_path / "b", n=24, subjects=6))  # same names, other files
     assert overlap(base, copy) == {"shared_images": 0, "shared_subjects": 0, "same_root": False, "flagged": False}
 
+    # A test-only manifest (as CVPR24's FG-Net.json imports) is a valid target: only its test split is read.
+    from agebench.bench.cross import target_datamodule
+
+    test_only = [dict(r, split="test") for r in rows]
+    path = write_manifest(test_only, tmp_path / "a" / "test_only.csv")
+    dm = target_datamodule({"manifest": str(path), "img_size": 32, "batch_size": 8, "use_cache": False})
+    assert sum(len(b["path"]) for b in dm.test_dataloader(shard=False)) == 24
+
 
 def test_eval_on_errors_name_the_key(styles, tmp_path):
     from agebench.bench.plan import expand, load_bench_config

@@ -63,6 +63,7 @@ def target_datamodule(data: dict[str, Any]) -> AgeDataModule:
         allow_leaky_splits=True,
         use_cache=bool(data.get("use_cache", True)),
         on_bad_image=str(data.get("on_bad_image", "error")),
+        required_splits=("test",),  # a test-only manifest (e.g. CVPR24's FG-Net.json) is a valid target
     )
     dm.prepare_data()
     dm.setup("test")
