@@ -33,8 +33,8 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format agebench tests scripts
 	$(BIN)/ruff check --fix agebench tests scripts
 
-synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
-	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
+synth: ## generate the synthetic data set (64 px, region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
+	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --size 64 --masks --cache-size 64
 
 bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
@@ -43,8 +43,8 @@ bench: synth ## train the 3 small models on the synthetic set, explain them, wri
 
 CROSS_N ?= 2500
 bench-cross: ## cross-dataset matrix on two synthetic styles (studio, snapshot): train on each, test on both -> $(RESULTS)-cross/
-	@test -f data/synth-studio/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-studio --style studio --n $(CROSS_N) --seed 1 --cache-size 64
-	@test -f data/synth-snapshot/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-snapshot --style snapshot --n $(CROSS_N) --seed 2 --cache-size 64
+	@test -f data/synth-studio/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-studio --style studio --n $(CROSS_N) --seed 1 --size 64 --cache-size 64
+	@test -f data/synth-snapshot/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-snapshot --style snapshot --n $(CROSS_N) --seed 2 --size 64 --cache-size 64
 	$(BIN)/agebench bench --config experiments/cross.yaml --out $(RESULTS)-cross
 	$(BIN)/agebench leaderboard $(RESULTS)-cross --format all --out $(RESULTS)-cross
 
