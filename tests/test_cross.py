@@ -217,3 +217,37 @@ def test_lopo_folds_run_as_cells_and_pool_into_one_row_per_model(tmp_path, capsy
     (cell,) = doc["cells"]
     assert cell["metrics"]["folds"]["fold_mean_mae"] == pytest.approx(np.mean(fold_maes))
     assert row["mae_ci_low"] <= row["mae_mean"] <= row["mae_ci_high"]
+
+
+def _fake_cell(root: Path, dataset: str, model: str, cross: dict, ages=(20.0, 30.0, 40.0), pred=(22.0, 29.0, 45.0)):
+    """A finished cell written by hand: metrics.json, predictions.csv and one predictions.<target>.csv each."""
+    cell = root / dataset / model / "seed0"
+    cell.mkdir(parents=True)
+    lines = ["path,age,pred"] + [f"{dataset}/{i}.jpg,{a},{p}" for i, (a, p) in enumerate(zip(ages, pred, strict=True))]
+    (cell / "predictions.csv").write_text("\n".join(lines) + "\n")
+    mae = float(np.mean(np.abs(np.array(pred) - np.array(ages))))
+    for target, record in cross.items():
+        rows = ["path,age,pred"] + [f"{target}/{i}.jpg,{a},{a + record['mae']}" for i, a in enumerate(ages)]
+        (cell / f"predictions.{target}.csv").write_text("\n".join(rows) + "\n")
+    metrics = {"schema_version": 1, "status": "ok", "model": model, "dataset": dataset, "seed": 0, "mae": mae,
+               "n_test": 3, "cs5": 1.0, "baseline_mae": 8.0, "cross": cross}  # fmt: skip
+    (cell / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_overlap_is_flagged_on_the_leaderboard_and_published_landmarks_join_the_matrix(tmp_path, capsys):
+    results = tmp_path / "results"
+    clean = {"flagged": False, "shared_images": 0, "shared_subjects": 0, "same_root": False}
+    leak = {"flagged": True, "shared_images": 2, "shared_subjects": 1, "same_root": True}
+    _fake_cell(results, "utkface", "convnext-atto", {"morph2": {"mae": 7.0, "n_test": 3, "overlap": clean}})
+    _fake_cell(results, "morph2", "convnext-atto", {"utkface": {"mae": 6.0, "n_test": 3, "overlap": leak}})
+    assert main(["leaderboard", str(results), "--format", "csv", "--resamples", "200", "--reference", "none"]) == 0
+    flags = {r["dataset"]: r["flags"] for r in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert flags == {"morph2": "cross-eval overlap", "utkface": ""}
+    assert main(["leaderboard", str(results), "--matrix", "--resamples", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "| morph2 | 2.67 [1.00, 5.00] | 6.00 [6.00, 6.00] † |" in text
+    assert "shares 2 image(s) and 1 person(s)" in text
+    assert "| ResNet-50 (random init) | utkface | morph2 | 7.22 |" in text
+    assert main(["leaderboard", str(results), "--matrix", "--format", "json", "--resamples", "200"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["published"]) == 6 and {e["overlap"] for e in doc["models"][0]["entries"]} == {True, False}

@@ -209,6 +209,19 @@ def _cross(matrices: list[Matrix]) -> list[str]:
             + "".join(f"<td><em>{base[t]:.2f}</em></td>" if t in base else "<td>–</td>" for t in m.test)
             + "</tr></table>"
         )
+    from agebench.report.matrix import data_sets
+    from agebench.report.reference import CROSS_SOURCE, cross_references_for
+
+    published = cross_references_for(data_sets(matrices))
+    if published:
+        parts.append(f"<p>Published landmark ({escape(CROSS_SOURCE)}; another model, their protocol and crops):</p>")
+        parts.append("<table><tr><th>model</th><th>trained on</th><th>tested on</th><th>MAE</th></tr>")
+        parts += [
+            f"<tr class='reference'><td>{escape(r.model)}</td><td>{escape(r.train)}</td><td>{escape(r.test)}</td>"
+            f"<td>{r.mae:.2f}</td></tr>"
+            for r in published
+        ]
+        parts.append("</table>")
     return parts
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from agebench.report.leaderboard import MEASURED, Row
+from agebench.report.reference import CROSS_SOURCE, cross_references_for
 from agebench.report.results import Cell, as_number, load_predictions
 
 if TYPE_CHECKING:
@@ -262,7 +263,16 @@ def to_markdown(matrices: list[Matrix], heading: str = "##") -> str:
         lines.append("")
     if flagged:
         lines += [f"{OVERLAP_MARK} overlapping train and test data (see above).", ""]
+    published = cross_references_for(data_sets(matrices))
+    if published:
+        lines += [f"Published landmark ({CROSS_SOURCE}; another model, their protocol and crops):", ""]
+        lines += ["| model | trained on | tested on | MAE |", "|---|---|---|---|"]
+        lines += [f"| {r.model} | {r.train} | {r.test} | {r.mae:.2f} |" for r in published] + [""]
     return "\n".join(lines)
+
+
+def data_sets(matrices: list[Matrix]) -> list[str]:
+    return sorted({name for m in matrices for name in m.train + m.test})
 
 
 def _fmt(value: float | None) -> str:
@@ -303,6 +313,10 @@ def to_dict(matrices: list[Matrix]) -> dict[str, Any]:
                 "entries": [m.entries[(tr, te)].to_dict() for tr in m.train for te in m.test if (tr, te) in m.entries],
             }
             for m in matrices
+        ],
+        "published": [
+            {"source": CROSS_SOURCE, "model": r.model, "train": r.train, "test": r.test, "mae": r.mae}
+            for r in cross_references_for(data_sets(matrices))
         ],
     }
 
