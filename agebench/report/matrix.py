@@ -221,13 +221,22 @@ def _text(entry: Entry | None, with_ci: bool = True) -> str:
 
 
 def drop_summary(matrix: Matrix) -> str:
-    """Mean in-domain MAE against mean off-diagonal MAE: how much a model loses when the data set changes."""
-    diag = [e.mae_mean for e in matrix.entries.values() if e.in_domain and e.mae_mean is not None]
-    off = [e.mae_mean for e in matrix.entries.values() if not e.in_domain and e.mae_mean is not None]
-    if not diag or not off:
+    """How much worse a test set is predicted by a model trained elsewhere than by its in-domain model: each
+    off-diagonal entry against the diagonal entry of its column (the same test split, so test-set difficulty
+    cancels), averaged."""
+    diffs, ratios = [], []
+    for e in matrix.entries.values():
+        home = matrix.get(e.test, e.test)
+        if e.in_domain or e.mae_mean is None or home is None or not home.mae_mean:
+            continue
+        diffs.append(e.mae_mean - home.mae_mean)
+        ratios.append(e.mae_mean / home.mae_mean)
+    if not diffs:
         return ""
-    d, o = statistics.fmean(diag), statistics.fmean(off)
-    return f"in-domain MAE {d:.2f} on average, on another data set {o:.2f} ({o - d:+.2f} years, x{o / d:.2f})"
+    return (
+        f"trained on another data set, MAE is {statistics.fmean(diffs):+.2f} years (x{statistics.fmean(ratios):.2f}) "
+        f"against the in-domain model of the same test split, on average over {len(diffs)} pair(s)"
+    )
 
 
 def to_markdown(matrices: list[Matrix], heading: str = "##") -> str:
