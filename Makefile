@@ -9,7 +9,7 @@ SYNTH_DIR ?= data/synth
 RESULTS ?= results
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format bench synth clean
+.PHONY: help install test test-all lint format bench bench-cross synth clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,13 +33,20 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format agebench tests scripts
 	$(BIN)/ruff check --fix agebench tests scripts
 
-synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
-	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
+synth: ## generate the synthetic data set (64 px, region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
+	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --size 64 --masks --cache-size 64
 
 bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
 	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n 32 --out $(RESULTS)/explain
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
+CROSS_N ?= 2500
+bench-cross: ## cross-dataset matrix on two synthetic styles (studio, snapshot): train on each, test on both -> $(RESULTS)-cross/
+	@test -f data/synth-studio/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-studio --style studio --n $(CROSS_N) --seed 1 --size 64 --cache-size 64
+	@test -f data/synth-snapshot/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-snapshot --style snapshot --n $(CROSS_N) --seed 2 --size 64 --cache-size 64
+	$(BIN)/agebench bench --config experiments/cross.yaml --out $(RESULTS)-cross
+	$(BIN)/agebench leaderboard $(RESULTS)-cross --format all --out $(RESULTS)-cross
+
 clean: ## remove generated data, runs and results (keeps .venv)
-	rm -rf data/synth runs results lightning_logs
+	rm -rf data/synth data/synth-studio data/synth-snapshot runs results results-cross lightning_logs

@@ -216,3 +216,41 @@ def test_default_set_takes_under_a_minute_on_two_cores(tmp_path: Path) -> None:
     start = time.perf_counter()
     generate(tmp_path / "s", n=5000, seed=0, workers=2, progress=False)
     assert time.perf_counter() - start < 60
+
+
+def test_styles_change_scene_camera_and_ages_not_the_cues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agebench.data.synth_styles import STYLES
+
+    sets = {}
+    for style in ("studio", "snapshot"):
+        out = tmp_path / style
+        assert main(["synth", "--out", str(out), "--n", "60", "--size", "48", "--style", style, "--quiet"]) == 0
+        sets[style] = load_manifest(out / "manifest.csv")
+    ages = {s: np.array([r.age for r in m.records]) for s, m in sets.items()}
+    assert ages["studio"].min() >= STYLES["studio"].min_age == 16  # adults only
+    assert (ages["snapshot"] < 16).mean() > 0.1 and (ages["snapshot"] > 60).mean() > 0.05
+
+    def corner_spread(m: Manifest) -> float:  # a plain backdrop has little texture in the corners
+        return float(np.mean([cv2.imread(str(m.image_path(r)))[:6, :6].std() for r in m.records]))
+
+    def jpeg_bytes(m: Manifest) -> float:  # heavy compression gives small files
+        return float(np.mean([m.image_path(r).stat().st_size for r in m.records]))
+
+    assert corner_spread(sets["studio"]) < 0.5 * corner_spread(sets["snapshot"])
+    assert jpeg_bytes(sets["studio"]) > 1.3 * jpeg_bytes(sets["snapshot"])
+    # The same person at the same apparent age, drawn in two styles: the age-cue regions stay where they were.
+    traits = plan(10, 0, 48, 2.5, False)[1][0].traits
+    masks = []
+    for style in ("studio", "default"):
+        rng = np.random.default_rng(5)
+        masks.append(synthetic.render(traits, 60.0, 48, rng, want_mask=True, style=STYLES[style])[1])
+    overlap = ((masks[0] > 0) & (masks[1] > 0)).sum() / max(1, ((masks[0] > 0) | (masks[1] > 0)).sum())
+    assert overlap > 0.6
+
+    capsys.readouterr()
+    assert main(["synth", "--list-styles"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in STYLES)
+    assert main(["synth", "--out", str(tmp_path / "x"), "--style", "noir", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "noir" in err and "studio" in err and len(err.splitlines()) == 1

@@ -4,6 +4,8 @@ Reads CELL_DIR/cell.json (written by the runner), trains and evaluates through :
 profiles the trained model on the training device, and writes metrics.json last, atomically: a cell whose
 metrics.json exists has finished; anything else is redone (resuming from checkpoints/last.ckpt).
 A numerical fault (NaN/inf loss) is recorded as ``status: failed`` with the error, never as a number.
+Cross-dataset targets (cell.json ``cross``) are predicted after training; a finished cell that lacks one (or
+whose target manifest changed) only loads its best checkpoint and predicts what is missing.
 """
 
 from __future__ import annotations
@@ -65,7 +67,82 @@ def failed_record(spec: dict[str, Any], error: str, wall: float, resumable: bool
         "seed": spec["seed"],
         "wall_seconds": wall,
         "config_hash": spec["config_hash"],
+        **({"fold": spec["fold"]} if spec.get("fold") else {}),
     }
+
+
+def finished_record(cell_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """metrics.json of a cell that finished ok under ``config_hash``, else None."""
+    try:
+        record = json.loads((cell_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    ok = isinstance(record, dict) and record.get("status") == "ok" and record.get("config_hash") == config_hash
+    return record if ok else None
+
+
+def missing_targets(spec: dict[str, Any], record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cross targets of ``spec`` that ``record`` lacks, or holds for another version of the target manifest."""
+    from agebench.data.manifest import file_sha256
+
+    done = record.get("cross") or {}
+    missing = {}
+    for name, data in (spec.get("cross") or {}).items():
+        try:
+            current = file_sha256(data["manifest"])
+        except OSError:
+            current = None  # the cell run names the missing manifest in its error
+        if name not in done or done[name].get("manifest_sha256") != current:
+            missing[name] = data
+    return missing
+
+
+def cross_evaluate(
+    spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, Any], cell_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """``record``'s cross results with every missing target predicted (targets in the spec's order first)."""
+    import numpy as np
+
+    from agebench.bench.cross import evaluate_targets
+    from agebench.data.manifest import load_manifest
+
+    todo = missing_targets(spec, record)
+    done = dict(record.get("cross") or {})
+    if todo:
+        source = load_manifest(cfg.data.manifest, cfg.data.root, check_files=False)
+        train_ages = np.array([r.age for r in source.split("train")], dtype=np.float64)
+        device = next(module.parameters()).device
+        precision = str(cfg.trainer.get("precision", "32-true"))
+        done.update(evaluate_targets(module, todo, source, train_ages, cell_dir, device, precision))
+    order = list(spec.get("cross") or {})
+    return {name: done[name] for name in order + [n for n in done if n not in order]}
+
+
+def _eval_device(cfg: Any):
+    import torch
+
+    on_gpu = cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
+def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, Any]) -> int:
+    """A finished cell gains the targets it lacks: its best checkpoint predicts them; nothing is retrained."""
+    from agebench.config import FitConfig, from_dict
+    from agebench.report.explain import load_regressor
+
+    cfg = from_dict(FitConfig, spec["fit"])
+    best = cell_dir / "checkpoints" / "best.ckpt"
+    module = load_regressor(best if best.is_file() else Path(record["checkpoint"])).to(_eval_device(cfg))
+    try:
+        record["cross"] = cross_evaluate(spec, cfg, module, record, cell_dir)
+    except UserError as err:
+        print(
+            f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    atomic.write_json(cell_dir / "metrics.json", record)
+    return 0
 
 
 def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
@@ -87,6 +164,9 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
             atomic.write_json(cell_dir / "cell.json", spec)
     if spec is None:
         spec = json.loads((cell_dir / "cell.json").read_text())
+    finished = finished_record(cell_dir, spec["config_hash"])
+    if finished is not None:
+        return add_cross_results(cell_dir, spec, finished) if is_launch_rank_zero() else 0
     cfg = from_dict(FitConfig, spec["fit"])
     start = time.perf_counter()
     try:
@@ -131,6 +211,18 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
         ),
     }
     record["config_hash"] = spec["config_hash"]
+    if spec.get("fold"):
+        record["fold"] = spec["fold"]  # the leaderboard pools a model's folds into one row
+    if spec.get("cross"):
+        try:
+            record["cross"] = cross_evaluate(spec, cfg, module, {}, cell_dir)
+        except UserError as err:  # the in-domain result stands; a rerun adds the targets once they are fixed
+            atomic.write_json(cell_dir / "metrics.json", record)
+            print(
+                f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     atomic.write_json(cell_dir / "metrics.json", record)
     return 0
 

@@ -7,10 +7,23 @@ per-model sections (``model``, ``optim``, ``trainer``, ``data``) and ``head`` (s
 set entry maps its name to ``data`` fields (at least ``manifest``). A head set for one model replaces the shared
 one (head settings are never merged across levels), and names the cell ``<model>+<head>``. Every cell's config
 is validated before anything runs, heads included.
+
+Cross-dataset evaluation: ``eval_on`` (top level, or in a data set entry, which wins) names other data sets, or
+``all``, whose test splits each trained cell also predicts, with the target's own data settings (root, cache,
+crop) at the cell's image size. A data set entry with ``eval_only: true`` trains no cells: it only serves as a
+target. The targets are not part of a cell's config hash: adding one evaluates the finished cells' best
+checkpoints on it instead of retraining them.
+
+Folds: a data set entry with ``folds: OUT/folds.json`` (what ``agebench prepare --fold all`` writes, e.g. FG-NET
+leave-one-person-out) instead of ``manifest`` becomes one data set per fold, ``<name>@fold<NN>``; the
+leaderboard pools the folds of a model and seed back into one ``<name>`` row (each image predicted once, by the
+model whose fold held it out).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +31,7 @@ from typing import Any
 
 from agebench.config import (
     ConfigError,
+    DataSection,
     FitConfig,
     apply_overrides,
     config_hash,
@@ -53,6 +67,11 @@ class BenchConfig:
     profile: ProfileSection = field(default_factory=ProfileSection)
     compile: bool = False
     channels_last: bool = False
+    eval_on: list[str] | str | None = None  # data sets (or "all") whose test splits every cell also predicts
+
+
+DATASET_KEYS = ("eval_on", "eval_only", "folds")  # keys of a data set entry that are not `data` fields
+FOLD_SEPARATOR = "@fold"
 
 
 @dataclass
@@ -62,6 +81,8 @@ class Cell:
     seed: int
     fit: dict[str, Any]  # a resolved FitConfig as plain data
     profile: ProfileSection
+    cross: dict[str, dict[str, Any]] = field(default_factory=dict)  # target data set -> its `data` section
+    fold: dict[str, Any] | None = None  # {"of": data set, "index": k, "n_folds": n} for a cell of a fold protocol
 
     @property
     def key(self) -> str:
@@ -100,15 +121,77 @@ def _model_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
     raise ConfigError(f"models[{index}]: expected a name or a mapping with 'name', got {entry!r}")
 
 
+def _targets(cfg: BenchConfig, ds_name: str, ds: dict[str, Any]) -> list[str]:
+    """The data sets whose test splits cells trained on ``ds_name`` also predict (never ``ds_name`` itself)."""
+    where = f"datasets.{ds_name}.eval_on" if "eval_on" in ds else "eval_on"
+    value = ds.get("eval_on", cfg.eval_on)
+    if value is None:
+        return []
+    if value == "all":  # every other data set; a fold's test split is a sliver of its set, so no folds
+        return [name for name in cfg.datasets if name != ds_name and FOLD_SEPARATOR not in name]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of data set names or 'all', got {value!r}")
+    unknown = [v for v in value if v not in cfg.datasets]
+    if unknown:
+        raise ConfigError(f"{where}: unknown data set(s) {', '.join(unknown)}; defined: {', '.join(cfg.datasets)}")
+    return [v for v in dict.fromkeys(value) if v != ds_name]
+
+
+def expand_folds(datasets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Data set entries with ``folds`` replaced by one entry per fold, and each fold's {"of", "index", "n_folds"}."""
+    out: dict[str, Any] = {}
+    folds: dict[str, dict[str, Any]] = {}
+    for name, ds in datasets.items():
+        if not isinstance(ds, dict) or "folds" not in ds:
+            out[name] = ds
+            continue
+        if "manifest" in ds:
+            raise ConfigError(f"datasets.{name}: give either manifest or folds, not both")
+        index_file = Path(str(ds["folds"]))
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            entries = [(int(f["fold"]), str(f["manifest"])) for f in index["folds"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(
+                f"datasets.{name}.folds: {index_file} is not a readable folds.json of `agebench prepare --fold all` "
+                f"({type(err).__name__}: {err})"
+            ) from None
+        width = max(2, len(str(len(entries) - 1)))
+        for k, manifest in entries:
+            fold_name = f"{name}{FOLD_SEPARATOR}{k:0{width}d}"
+            out[fold_name] = {k2: v for k2, v in ds.items() if k2 != "folds"} | {
+                "manifest": str(index_file.parent / manifest)
+            }
+            folds[fold_name] = {"of": name, "index": k, "n_folds": len(entries)}
+    return out, folds
+
+
+def _dataset_data(cfg: BenchConfig, ds_name: str) -> dict[str, Any]:
+    ds = cfg.datasets[ds_name]
+    return {k: v for k, v in ds.items() if k not in DATASET_KEYS}
+
+
 def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
     """All cells, data set-major; each fit config resolved and validated (unknown keys name the cell)."""
     cells: list[Cell] = []
     seen: dict[str, int] = {}
     checked: set[str] = set()
     results = Path(results)
+    datasets, folds = expand_folds(cfg.datasets)
+    cfg = dataclasses.replace(cfg, datasets=datasets)
     for ds_name, ds in cfg.datasets.items():
         if not isinstance(ds, dict) or "manifest" not in ds:
-            raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest'")
+            raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest' (or 'folds')")
+    if all(ds.get("eval_only") for ds in cfg.datasets.values()):
+        raise ConfigError("datasets: every data set is eval_only, so there is nothing to train")
+    for ds_name, ds in cfg.datasets.items():
+        if not isinstance(ds.get("eval_only", False), bool):
+            raise ConfigError(f"datasets.{ds_name}.eval_only: expected true or false, got {ds['eval_only']!r}")
+        targets = _targets(cfg, ds_name, ds)
+        if ds.get("eval_only"):
+            continue
         for i, entry in enumerate(cfg.models):
             name, per_model = _model_entry(entry, i)
             model = deep_merge(cfg.model, per_model.get("model", {})) | {"name": name}
@@ -118,7 +201,8 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                 raw = {
                     "seed": seed,
                     "out_dir": "",
-                    "data": deep_merge(deep_merge(cfg.data, ds), per_model.get("data", {})) | {"name": ds_name},
+                    "data": deep_merge(deep_merge(cfg.data, _dataset_data(cfg, ds_name)), per_model.get("data", {}))
+                    | {"name": ds_name},
                     "model": model,
                     "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
                     "logger": dict(cfg.logger),
@@ -137,7 +221,8 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                     raise ConfigError(f"cell {ds_name}/{name}/seed{seed}: {err}") from None
                 label = fit.model.label
                 fit.out_dir = str(results / ds_name / label / f"seed{seed}")
-                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile)
+                cross = {t: _target_data(cfg, t, fit) for t in targets}
+                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile, cross, folds.get(ds_name))
                 if cell.key in seen:
                     raise ConfigError(
                         f"models[{seen[cell.key]}] and models[{i}] both make cell {cell.key}: give one another "
@@ -146,6 +231,15 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                 seen[cell.key] = i
                 cells.append(cell)
     return cells
+
+
+def _target_data(cfg: BenchConfig, target: str, fit: FitConfig) -> dict[str, Any]:
+    """The target's own data settings (manifest, root, cache, crop), read at the training cell's image size."""
+    data = from_dict(DataSection, deep_merge(cfg.data, _dataset_data(cfg, target)), f"datasets.{target}")
+    data.name = target
+    data.img_size = fit.data.img_size
+    data.eval_batch_size = fit.data.eval_batch_size or fit.data.batch_size
+    return to_dict(data)
 
 
 def _check_head(fit: FitConfig) -> None:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agebench import atomic
-from agebench.bench.cell import LOCK_HELD_ENV, lock_cell
+from agebench.bench.cell import LOCK_HELD_ENV, lock_cell, missing_targets
 from agebench.bench.plan import Cell, expand, load_bench_config
 from agebench.errors import UserError
 
@@ -34,7 +34,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def cell_state(cell: Cell, cell_dir: Path) -> str:
-    """'done', 'stale' (finished under another config), 'resume' (has a checkpoint), 'failed' or 'new'."""
+    """'done', 'cross' (finished, but a cross-dataset target is missing or changed), 'stale' (finished under another
+    config), 'resume' (has a checkpoint), 'failed' or 'new'."""
     metrics = cell_dir / "metrics.json"
     if metrics.is_file():
         try:
@@ -44,7 +45,7 @@ def cell_state(cell: Cell, cell_dir: Path) -> str:
         if record.get("config_hash") != cell.config_hash:
             return "stale"
         if record.get("status") == "ok":
-            return "done"
+            return "cross" if missing_targets(cell_spec(cell), record) else "done"
         if record.get("resumable") and (cell_dir / "checkpoints" / "last.ckpt").is_file():
             return "resume"  # an input fault (bad image) stopped it: keep its checkpoints
         return "failed"
@@ -114,6 +115,8 @@ def cell_spec(cell: Cell) -> dict[str, Any]:
         "fit": cell.fit,
         "profile": asdict(cell.profile),
         "config_hash": cell.config_hash,
+        "cross": cell.cross,
+        "fold": cell.fold,
     }
 
 
@@ -177,11 +180,13 @@ def run_bench(
     console = console or Console()
     results = Path(results)
     cells = expand(load_bench_config(config, overrides), results)
-    for ds in {c.dataset: c for c in cells}.values():
-        manifest = Path(ds.fit["data"]["manifest"])
-        if not manifest.is_file():
+    manifests = {c.dataset: c.fit["data"]["manifest"] for c in cells}
+    for cell in cells:
+        manifests.update({name: data["manifest"] for name, data in cell.cross.items()})
+    for name, manifest in manifests.items():
+        if not Path(manifest).is_file():
             raise UserError(
-                f"data set {ds.dataset!r}: manifest {manifest} not found "
+                f"data set {name!r}: manifest {manifest} not found "
                 "(`agebench synth --out DIR` or `agebench prepare ...` makes one)"
             )
     validate_cells(cells)
@@ -197,6 +202,10 @@ def run_bench(
             console.print(f"  {cell.key}: {state}, rerunning from scratch")
         elif state == "resume":
             console.print(f"  {cell.key}: interrupted earlier, resuming from its last checkpoint")
+        elif state == "cross":
+            console.print(
+                f"  {cell.key}: finished; predicting its new cross-dataset target(s) with its best checkpoint"
+            )
     failures, busy = 0, []
     columns = (
         TextColumn("{task.description}"),
@@ -269,7 +278,8 @@ def _summarise(cell_dir: Path) -> str | None:
         return None
     if m.get("status") != "ok":
         return None
+    cross = "".join(f"; on {t}: MAE {c['mae']:.2f}" for t, c in (m.get("cross") or {}).items())
     return (
         f"MAE {m['mae']:.2f} (mean predictor {m['baseline_mae']:.2f}), CS@5 {m['cs5']:.3f}, "
-        f"{m['params'] / 1e6:.2f}M params, {m['latency_ms']:.2f} ms, {m['wall_seconds']:.0f} s"
+        f"{m['params'] / 1e6:.2f}M params, {m['latency_ms']:.2f} ms, {m['wall_seconds']:.0f} s{cross}"
     )

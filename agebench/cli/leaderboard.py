@@ -3,8 +3,9 @@
 With --out FOLDER (or --format all) it writes leaderboard.md/.csv/.json/.html, pairwise.csv and plots/*.png there
 and prints the table; with --out FILE it writes that one format; with no --out, md/csv/json go to stdout. Every
 row gets a bootstrap confidence interval and a rank group from paired tests against the other rows of its data
-set (see agebench.report.stats). Reads result files only: no torch needed. Exit 2 when the folder is missing or
-holds no result cell.
+set (see agebench.report.stats). Cells that predicted other data sets (bench ``eval_on``) add the cross-dataset
+matrix (matrix.md/.csv/.json and plots/cross_matrix.png); --matrix prints only that. Reads result files only: no
+torch needed. Exit 2 when the folder is missing or holds no result cell.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="verify",
         action="store_false",
         help="skip checking each MAE against predictions.csv (the statistics still read the files)",
+    )
+    p.add_argument(
+        "--matrix",
+        action="store_true",
+        help="print (or write, as md/csv/json) only the cross-dataset matrix: per model, training sets x test sets",
     )
     add_stats_arguments(p)
 
@@ -161,11 +167,19 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference,
         verify=args.verify,
         stats=stats_config(args),
+        matrix=args.matrix,
     )
     if built.text is not None:
         sys.stdout.write(built.text)
+    elif args.matrix:
+        for path in built.written:
+            print(f"wrote {path}")
     else:
         print_table(built.rows, built.analysis)
+        if built.matrices:
+            from agebench.report.matrix import to_markdown
+
+            sys.stdout.write("\n" + to_markdown(built.matrices))
         for path in built.written:
             print(f"wrote {path}")
     for row in built.rows:

@@ -2,15 +2,26 @@
 
 Manifest paths are relative to RAW: pass `--root RAW` to `agebench audit` and to training.
 Protocols: subject-exclusive (default; seeded, age-stratified, 5 folds: fold K test, K+1 val, the rest
-train), random (per image, ignores identities), cvpr24:PATH.json (Paplham & Franc's database JSON, split K),
-coral:DIR (coral-cnn's <name>_train/_valid/_test.csv). Imported leaks are reported, not refused.
+train), random (per image, ignores identities), lopo (leave one person out: fold K tests the K-th subject),
+official (the split a data set ships: appa-real, clap2016, imdb-clean, where it is the default),
+cvpr24:PATH.json (Paplham & Franc's database JSON, split K), coral:DIR (coral-cnn's <name>_train/_valid/_test.csv).
+Imported leaks are reported, not refused. `--fold all` writes every fold into OUT/foldNN/ plus OUT/folds.json.
 """
 
 from __future__ import annotations
 
 import argparse
 
-DATASETS = ("utkface", "afad", "cacd", "morph2")
+from agebench.data.sources import DATASETS
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a fold number or 'all'") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,12 +30,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (manifest, reports, crops, cache)")
     p.add_argument(
         "--protocol",
-        default="subject-exclusive",
+        default=None,
         metavar="P",
-        help="subject-exclusive (default), random, cvpr24:PATH.json or coral:DIR",
+        help="subject-exclusive, random, lopo, official, cvpr24:PATH.json or coral:DIR "
+        "(default: official for appa-real, clap2016, imdb-clean; subject-exclusive otherwise)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of our protocols (default 0)")
-    p.add_argument("--fold", type=int, default=0, metavar="K", help="fold / split 0-4 (default 0)")
+    p.add_argument(
+        "--fold",
+        type=_fold,
+        default=0,
+        metavar="K",
+        help="fold / split (0-4; lopo: 0 to subjects-1; default 0), or 'all': every fold into OUT/foldNN/",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        metavar="T",
+        help="the age label where a set has several: apparent (default) or real (appa-real; clap2016: apparent)",
+    )
     p.add_argument(
         "--cache-size",
         type=int,
@@ -36,9 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--face-detector",
         default=None,
         metavar="D",
-        help="none, haar, mtcnn (5-point alignment; pip install 'agebench[faces]') or yunet:PATH.onnx "
-        "(default: none for utkface/afad, haar for cacd/morph2); a protocol's boxes (cvpr24 aligned_bbox) take "
-        "precedence",
+        help="none, haar, mtcnn (5-point alignment; pip install 'agebench[faces]') or yunet:PATH.onnx (default: "
+        "the data set card's; none for pre-cropped sets); boxes from a protocol (cvpr24 aligned_bbox) or the data "
+        "set (imdb-clean CSV) take precedence",
     )
     p.add_argument(
         "--margin",
@@ -54,22 +78,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from agebench.data.prepare import prepare
+    from agebench.data.prepare import FOLDS_INDEX, prepare, prepare_folds
 
-    result = prepare(
-        args.dataset,
-        args.root,
-        args.out,
-        protocol=args.protocol,
-        seed=args.seed,
-        fold=args.fold,
-        cache_size=args.cache_size,
-        face_detector=args.face_detector,
-        margin=args.margin,
-        workers=args.workers,
-    )
-    r = result.report
+    options = {
+        "protocol": args.protocol,
+        "seed": args.seed,
+        "target": args.target,
+        "cache_size": args.cache_size,
+        "face_detector": args.face_detector,
+        "margin": args.margin,
+        "workers": args.workers,
+    }
     console = Console()
+    if args.fold == "all":
+        results = prepare_folds(args.dataset, args.root, args.out, **options)
+        for result in results:
+            _print(console, result, args.root)
+        console.print(f"{len(results)} folds -> {args.out}/{FOLDS_INDEX}", highlight=False, soft_wrap=True)
+        return 0
+    _print(console, prepare(args.dataset, args.root, args.out, fold=args.fold, **options), args.root)
+    return 0
+
+
+def _print(console, result, root: str) -> None:
+    r = result.report
     counts = r["counts"]
     subjects = counts["subjects_in_manifest"] or "no"
     console.print(f"{counts['images_in_manifest']} images ({subjects} subjects) -> {result.manifest}", soft_wrap=True)
@@ -98,5 +130,4 @@ def run(args: argparse.Namespace) -> int:
         )
     if r["leaky"]:
         console.print("  [bold red]LEAKY[/]: splits share subjects or images (recorded as leaky: true; see report.md)")
-    console.print(f"audit with: agebench audit {result.manifest} --root {args.root}", highlight=False, soft_wrap=True)
-    return 0
+    console.print(f"audit with: agebench audit {result.manifest} --root {root}", highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, help="output folder (new, empty, or an earlier synth output)")
+    p.add_argument("--out", type=Path, help="output folder (new, empty, or an earlier synth output)")
     p.add_argument("--n", type=int, default=5000, help="number of images (default: 5000)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="also write a PX x PX uint8 cache that training reads instead of the JPEGs (as agebench prepare)",
     )
+    p.add_argument(
+        "--style",
+        default="default",
+        help="rendering and age distribution (default, studio, snapshot; --list-styles describes them): two styles "
+        "make a cross-dataset shift with no download",
+    )
+    p.add_argument("--list-styles", action="store_true", help="describe the styles and exit")
     p.add_argument("--workers", type=int, default=None, help="processes to draw with (default: CPU cores, max 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -36,8 +43,16 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from agebench.data.manifest import load_manifest
+    from agebench.data.synth_styles import STYLES
     from agebench.data.synthetic import generate, mae_floor, resolve_workers
+    from agebench.errors import UserError
 
+    if args.list_styles:
+        for style in STYLES.values():
+            print(f"{style.name:10s} {style.description}")
+        return 0
+    if args.out is None:
+        raise UserError("--out is required (the folder to write the data set to)")
     start = time.perf_counter()
     manifest_path = generate(
         args.out,
@@ -49,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         cache_size=args.cache_size,
+        style=args.style,
     )
     elapsed = time.perf_counter() - start
     workers = resolve_workers(args.workers, args.n)
@@ -56,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     counts = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
     subjects = len({r.subject_id for r in manifest.records})
     print(
-        f"wrote {len(manifest.records)} images of {subjects} subjects ({args.size} px; train/val/test "
+        f"wrote {len(manifest.records)} images of {subjects} subjects ({args.size} px, style {args.style}; "
+        f"train/val/test "
         f"{counts['train']}/{counts['val']}/{counts['test']}) to {manifest_path} in {elapsed:.1f} s "
         f"with {workers} worker(s)"
     )

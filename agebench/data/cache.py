@@ -203,6 +203,32 @@ def build_cache(
     return CacheReader(npy, [r.path for r in manifest.records], size)
 
 
+def link_cache(source_manifest: str | os.PathLike[str], manifest: Manifest) -> CacheReader | None:
+    """Give ``manifest`` the cache of another manifest with the same paths, order and crops (a hard link, else a
+    copy), with its own sidecar; None when they differ or the source has no valid cache. Folds of one protocol
+    that only move images between splits (leave-one-person-out) share their pixels this way."""
+    import shutil
+
+    source = open_cache(source_manifest)
+    crops = crops_file(manifest.file)
+    source_crops = crops_file(Path(source_manifest))
+    same_crops = (crops.is_file(), source_crops.is_file()) == (False, False) or (
+        crops.is_file() and source_crops.is_file() and file_sha256(crops) == file_sha256(source_crops)
+    )
+    if source is None or source.paths != [r.path for r in manifest.records] or not same_crops:
+        return None
+    npy, sidecar = cache_files(manifest.file)
+    npy.unlink(missing_ok=True)
+    try:
+        os.link(source.file, npy)
+    except OSError:
+        shutil.copyfile(source.file, npy)
+    meta = json.loads(source.file.with_suffix(".json").read_text(encoding="utf-8"))
+    meta.update(manifest=manifest.file.name, manifest_sha256=manifest.sha256(), linked_from=str(source.file))
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return open_cache(manifest.file)
+
+
 def _run(tasks: list, total: int, workers: int, progress: bool, label: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

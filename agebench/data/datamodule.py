@@ -180,11 +180,13 @@ class AgeDataModule(pl.LightningDataModule):
         use_cache: bool = True,
         pin_memory: bool | None = None,
         on_bad_image: str = "error",
+        required_splits: tuple[str, ...] = ("train", "val", "test"),
     ) -> None:
         super().__init__()
         if on_bad_image not in ON_BAD_IMAGE:
             raise UserError(f"data.on_bad_image={on_bad_image!r}: expected one of {', '.join(ON_BAD_IMAGE)}")
         self.on_bad_image = on_bad_image
+        self.required_splits = required_splits  # a cross-dataset target needs only its test split
         self._skipped: dict[str, dict[str, Any]] = {}
         self.manifest_file = Path(manifest)
         self.root = Path(root) if root is not None else None
@@ -205,7 +207,7 @@ class AgeDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.manifest is None:
-            self.manifest = load_manifest(self.manifest_file, self.root)
+            self.manifest = load_manifest(self.manifest_file, self.root, required_splits=self.required_splits)
             self.leaks = self.manifest.leaks()
             if self.leaks and not self.allow_leaky_splits:
                 some = ", ".join(list(self.leaks)[:5])

@@ -19,11 +19,12 @@ from agebench.data import faces
 from agebench.data.audit import AuditReport, build_report, duplicate_paths
 from agebench.data.decode_check import check_files, counts_by_kind
 from agebench.data.manifest import load_manifest, write_manifest
-from agebench.data.protocols import Assigned, ProtocolResult, apply_protocol
-from agebench.data.sources import SourceScan, scan
+from agebench.data.protocols import Assigned, ProtocolResult, apply_protocol, fold_count
+from agebench.data.sources import SourceScan, default_protocol, scan
 from agebench.errors import UserError
 
 MANIFEST = "manifest.csv"
+FOLDS_INDEX = "folds.json"  # written by --fold all beside the foldNN/ folders
 
 
 @dataclass
@@ -99,23 +100,30 @@ def _crops(
     margin: float | None,
     workers: int,
     progress: bool,
+    detected: dict[str, tuple[faces.Quad, int]],
 ) -> tuple[list[tuple[str, str, faces.Quad | None]], list[str]]:
-    """(path, face, quad) per row: the protocol's box, else the detector's (aligned by its five landmarks where it
-    gives them), else none (whole image); and the paths where the detector saw several faces (the largest and
-    most central one is taken)."""
+    """(path, face, quad) per row: the protocol's box, else the data set's, else the detector's (aligned by its five
+    landmarks where it gives them), else none; and the paths where the detector saw several faces (the largest and
+    most central one is taken).
+
+    ``detected`` memoises detector results (quad, faces seen) by path, so the folds of one ``--fold all`` detect
+    each image once.
+    """
     out: list[tuple[str, str, faces.Quad | None]] = []
     several: list[str] = []
-    to_detect = [i for i, a in enumerate(rows) if a.crop is None] if detector.kind != "none" else []
-    det_margin = faces.DETECTOR_MARGIN if margin is None else margin
-    found = _detect_all([str(root / rows[i].record.path) for i in to_detect], detector, det_margin, workers, progress)
-    detected = dict(zip(to_detect, found, strict=True))
+    boxes = [a.crop if a.crop is not None else a.record.crop for a in rows]
+    todo = [a.record.path for a, box in zip(rows, boxes, strict=True) if box is None and a.record.path not in detected]
+    if detector.kind != "none" and todo:
+        det_margin = faces.DETECTOR_MARGIN if margin is None else margin
+        found = _detect_all([str(root / p) for p in todo], detector, det_margin, workers, progress)
+        detected.update(zip(todo, found, strict=True))
     box_margin = faces.BBOX_MARGIN if margin is None else margin
-    for i, a in enumerate(rows):
+    for a, box in zip(rows, boxes, strict=True):
         path = a.record.path
-        if a.crop is not None:
-            out.append((path, "bbox", faces.expand_quad(a.crop, box_margin)))
-        elif i in detected:
-            quad, n_faces = detected[i]
+        if box is not None:
+            out.append((path, "bbox", faces.expand_quad(box, box_margin)))
+        elif detector.kind != "none":
+            quad, n_faces = detected[path]
             out.append((path, detector.kind if n_faces else "no_face", quad))
             if n_faces > 1:
                 several.append(path)
@@ -149,31 +157,35 @@ def _clear_stale(manifest_file: Path, keep_crops: bool) -> list[str]:
     return removed
 
 
-def prepare(
+@dataclass
+class _Found:
+    """What every fold of one prepare shares: the scan (usable images only), bad images, identical images."""
+
+    dataset: str
+    root: Path
+    scan: SourceScan
+    bad: list
+    dups: list
+    detector: faces.DetectorSpec
+    protocol: str
+    workers: int
+    detected: dict[str, tuple[faces.Quad, int]]
+
+
+def _find(
     dataset: str,
-    root: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    protocol: str = "subject-exclusive",
-    seed: int = 0,
-    fold: int = 0,
-    cache_size: int | None = None,
-    face_detector: str | None = None,
-    margin: float | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> PrepareResult:
-    """Import, split, crop, audit, cache and report; returns the manifest path and the report dict."""
-    import cv2
-
-    from agebench import __version__
-    from agebench.data.cache import build_cache
-
+    root: Path,
+    protocol: str | None,
+    target: str | None,
+    face_detector: str | None,
+    margin: float | None,
+    workers: int | None,
+    progress: bool,
+) -> _Found:
     if margin is not None and not 0 <= margin <= 2:
         raise UserError(f"--margin {margin}: expected 0..2 (fraction of the face box added on each side)")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    root, out = Path(root), Path(out)
-    found: SourceScan = scan(dataset, root)
+    found: SourceScan = scan(dataset, root, target)
     detector = faces.DetectorSpec.parse(face_detector or found.default_detector)  # fails early if unusable
     # Unusable files never reach the manifest: they are listed in the report instead.
     bad = check_files([(root / r.path, r.path, 0, "") for r in found.records], workers=workers, progress=progress)
@@ -184,21 +196,118 @@ def prepare(
             raise UserError(f"{root}: none of the {len(bad)} images found decodes ({counts_by_kind(bad)})")
     with _status(progress, f"looking for identical images among {len(found.records)} files"):
         dups = duplicate_paths(root, [r.path for r in found.records], workers)
-    result: ProtocolResult = apply_protocol(protocol, found, seed=seed, fold=fold, linked=[p for _, p in dups])
-    crops, several = _crops(result.rows, root, detector, margin, workers, progress)
+    spec = protocol or default_protocol(dataset)
+    return _Found(dataset, root, found, bad, dups, detector, spec, workers, {})
+
+
+def prepare(
+    dataset: str,
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    protocol: str | None = None,
+    seed: int = 0,
+    fold: int = 0,
+    target: str | None = None,
+    cache_size: int | None = None,
+    face_detector: str | None = None,
+    margin: float | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareResult:
+    """Import, split, crop, audit, cache and report; returns the manifest path and the report dict.
+
+    ``protocol`` None is the data set's default (``official`` where it ships a split, else subject-exclusive).
+    """
+    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress)
+    return _prepare_fold(found, Path(out), seed, fold, cache_size, margin, progress)
+
+
+def prepare_folds(
+    dataset: str,
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    protocol: str | None = None,
+    seed: int = 0,
+    target: str | None = None,
+    cache_size: int | None = None,
+    face_detector: str | None = None,
+    margin: float | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[PrepareResult]:
+    """``--fold all``: every fold of the protocol into ``OUT/foldNN/`` (the same files as one fold) + folds.json.
+
+    The scan, decode check, duplicate search and face detection run once for all folds; a crop cache is
+    built once and linked into the folds whose image list and crops are the same (all LOPO folds).
+    """
+    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress)
+    n = fold_count(found.protocol, found.scan)
+    width = max(2, len(str(n - 1)))
+    out = Path(out)
+    results: list[PrepareResult] = []
+    for k in range(n):
+        reuse = results[-1].manifest if results else None
+        results.append(_prepare_fold(found, out / f"fold{k:0{width}d}", seed, k, cache_size, margin, progress, reuse))
+    index = {
+        "dataset": dataset,
+        "protocol": found.protocol,
+        "seed": results[0].report["seed"],
+        "n_folds": n,
+        "folds": [
+            {
+                "fold": k,
+                "dir": r.manifest.parent.name,
+                "manifest": f"{r.manifest.parent.name}/{r.manifest.name}",
+                "manifest_sha256": r.report["manifest_sha256"],
+                "test_subjects": r.report["protocol_info"].get("test_subject"),
+                "images": {s["split"]: s["images"] for s in r.report["splits"]},
+                "leaky": r.leaky,
+            }
+            for k, r in enumerate(results)
+        ],
+    }
+    (out / FOLDS_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def _prepare_fold(
+    found: _Found,
+    out: Path,
+    seed: int,
+    fold: int,
+    cache_size: int | None,
+    margin: float | None,
+    progress: bool,
+    reuse_cache_of: Path | None = None,
+) -> PrepareResult:
+    import cv2
+
+    from agebench import __version__
+    from agebench.data.cache import build_cache, link_cache
+
+    root, protocol, detector, workers = found.root, found.protocol, found.detector, found.workers
+    linked = [p for _, p in found.dups]
+    result: ProtocolResult = apply_protocol(protocol, found.scan, seed=seed, fold=fold, linked=linked)
+    crops, several = _crops(result.rows, root, detector, margin, workers, progress, found.detected)
     manifest_file = write_manifest(_manifest_rows(result.rows), out / MANIFEST)
     has_crops = any(q is not None for _, _, q in crops)
     if has_crops:
         faces.write_crops(crops, faces.crops_file(manifest_file))
     removed = _clear_stale(manifest_file, keep_crops=has_crops)
     manifest = load_manifest(manifest_file, root, required_splits=())
-    audit = build_report(manifest, dups)
-    cache = build_cache(manifest, size=cache_size, workers=workers, progress=progress) if cache_size else None
+    audit = build_report(manifest, found.dups)
+    cache = None
+    if cache_size:
+        cache = link_cache(reuse_cache_of, manifest) if reuse_cache_of else None
+        cache = cache or build_cache(manifest, size=cache_size, workers=workers, progress=progress)
     face_counts = Counter(f for _, f, _ in crops)
-    imported = result.name in ("cvpr24", "coral")
+    imported = result.name in ("cvpr24", "coral", "official")
+    bad = found.bad
     report: dict[str, object] = {
         "agebench_version": __version__,
-        "dataset": dataset,
+        "dataset": found.dataset,
         "data_root": str(root.resolve()),
         "paths_relative_to": "data_root (pass --root DATA_ROOT to audit and training)",
         "manifest": MANIFEST,
@@ -206,26 +315,28 @@ def prepare(
         "protocol": protocol,
         "protocol_name": result.name,
         "seed": None if imported else seed,
-        "fold": fold if result.name != "coral" else None,
+        "fold": fold if result.name not in ("coral", "official") else None,
+        "n_folds": result.info.get("n_folds", 1),
         "protocol_info": result.info,
         "grouped_by": result.grouped_by,
-        "subject_exclusive": found.has_identities and not audit.leaking_subjects and not result.conflicts,
-        "identity_note": found.identity_note,
+        "subject_exclusive": found.scan.has_identities and not audit.leaking_subjects and not result.conflicts,
+        "identity_note": found.scan.identity_note,
+        "source_notes": found.scan.notes,
         "leaky": audit.leaky or bool(result.conflicts),
         "protocol_conflicts": result.conflicts,
         "counts": {
-            "images_found": len(found.records) + len(bad),
+            "images_found": len(found.scan.records) + len(bad),
             "bad_images": len(bad),
             "images_in_manifest": len(manifest.records),
             "subjects_in_manifest": len({r.subject_id for r in manifest.records if r.subject_id}) or None,
-            "malformed_names": len(found.malformed),
-            "skipped_files": len(found.skipped),
+            "malformed_names": len(found.scan.malformed),
+            "skipped_files": len(found.scan.skipped),
             "no_face": face_counts.get("no_face", 0),
             "several_faces": len(several),
         },
         "splits": audit.summary,
-        "malformed_names": found.malformed,
-        "skipped_files": found.skipped,
+        "malformed_names": found.scan.malformed,
+        "skipped_files": found.scan.skipped,
         "bad_images": [{"path": b.path, "kind": b.kind, "detail": b.detail} for b in bad],
         "bad_image_counts": counts_by_kind(bad),
         "faces": {
@@ -259,13 +370,15 @@ def _listing(items: list[str], limit: int = 200) -> list[str]:
 def render_markdown(report: dict) -> str:
     """report.md: what a person checks before trusting the manifest."""
     c, f = report["counts"], report["faces"]
-    leak = report["audit"]
+    leak, info = report["audit"], report["protocol_info"]
+    notes = {k: v for k, v in report.get("source_notes", {}).items() if not isinstance(v, (list, dict))}
     lines = [
         f"# prepare report: {report['dataset']}",
         "",
         f"- data root: `{report['data_root']}` (manifest paths are relative to it; pass `--root` to audit/training)",
         f"- manifest: `{report['manifest']}`  sha256 `{report['manifest_sha256']}`",
-        f"- protocol: `{report['protocol']}`  seed {report['seed']}  fold {report['fold']}",
+        f"- protocol: `{report['protocol']}`  seed {report['seed']}  fold {report['fold']} of {report['n_folds']}"
+        + (f" (test subject {info['test_subject']})" if "test_subject" in info else ""),
         f"- splits keep together: {report['grouped_by']}",
         f"- subject_exclusive: **{str(report['subject_exclusive']).lower()}**"
         + ("" if report["subject_exclusive"] else " (these splits are not subject-exclusive)")
@@ -280,6 +393,7 @@ def render_markdown(report: dict) -> str:
         + f"), {f['counts']}; found: {f.get('found', 0)}, no face found: {c['no_face']}, "
         f"several found: {c.get('several_faces', 0)}",
         f"- cache: {report['cache'] or 'none'}",
+        *([f"- data set notes: {'; '.join(f'{k}: {v}' for k, v in notes.items())}"] if notes else []),
         "",
         "| split | images | subjects | age range | mean age |",
         "|---|---:|---:|---:|---:|",

@@ -6,8 +6,11 @@ dealt to the 5 folds in blocks of 5 with a seeded permutation per block. That is
 within one unit per block, and depends on nothing but the labels and the seed (no listdir order, no set
 iteration, no Python ``hash``). Fold k is the test split, fold (k+1) % 5 validation, the other three train.
 
-Imported protocols (``cvpr24:PATH``, ``coral:DIR``) are replicated as published, leaks included: leaks are
-measured and reported by prepare/audit, never refused.
+``lopo`` (leave one person out) makes one subject the test set and takes validation from the same seeded
+5-fold deal. ``official`` is the split a data set ships with (records carry it).
+
+Imported protocols (``cvpr24:PATH``, ``coral:DIR``, ``official``) are replicated as published, leaks included:
+leaks are measured and reported by prepare/audit, never refused.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ CVPR24_SPLITS = (
     ((5, 6, 7, 8, 9, 0), (1, 2), (3, 4)),
     ((6, 7, 8, 9, 0, 1), (2, 3), (4, 5)),
 )
-CVPR24_SINGLE = ((0,), (1,), (2,))  # CACD2000 and CLAP2016: one fixed split over folders 0, 1, 2
+CVPR24_SINGLE = ((0,), (1,), (2,))  # CACD2000, CLAP2016, IMDB-Clean: one fixed split over folders 0, 1, 2
+# A database whose folders go beyond 0-9 has one folder per person (FG-Net.json, folder = subject number): the
+# benchmark uses it as a cross-dataset test set only, so its one "split" puts every folder in test.
 CORAL_ALIASES = {
     "utkface": ("utk", "utkface"),
     "afad": ("afad",),
@@ -109,6 +114,20 @@ def _merge(keys: list[str], linked: list[list[str]], key_of_path: dict[str, str]
     return {k: find(k) for k in keys}
 
 
+def _five_folds(
+    scan: SourceScan, seed: int, by_image: bool, linked: list[list[str]] | None
+) -> tuple[dict[str, int], int]:
+    """(path -> fold 0..4, units merged by ``linked``): our seeded, age-stratified deal of units to folds."""
+    key_of_path = {r.path: (r.path if by_image else r.split_key) for r in scan.records}
+    unit_of = _merge(sorted(set(key_of_path.values())), linked or [], key_of_path)
+    units: dict[str, list[float]] = defaultdict(list)
+    for r in scan.records:
+        units[unit_of[key_of_path[r.path]]].append(r.age)
+    folds = assign_folds(units, seed)
+    merged = sum(1 for k, u in unit_of.items() if k != u)
+    return {p: folds[unit_of[k]] for p, k in key_of_path.items()}, merged
+
+
 def seeded_split(
     scan: SourceScan, seed: int, fold: int, *, by_image: bool = False, linked: list[list[str]] | None = None
 ) -> ProtocolResult:
@@ -118,13 +137,8 @@ def seeded_split(
     own splits never leak a duplicated picture.
     """
     names = fold_split_names(fold)
-    key_of_path = {r.path: (r.path if by_image else r.split_key) for r in scan.records}
-    unit_of = _merge(sorted(set(key_of_path.values())), linked or [], key_of_path)
-    units: dict[str, list[float]] = defaultdict(list)
-    for r in scan.records:
-        units[unit_of[key_of_path[r.path]]].append(r.age)
-    folds = assign_folds(units, seed)
-    rows = [Assigned(r, names[folds[unit_of[key_of_path[r.path]]]], r.age) for r in scan.records]
+    fold_of, merged = _five_folds(scan, seed, by_image, linked)
+    rows = [Assigned(r, names[fold_of[r.path]], r.age) for r in scan.records]
     if by_image:
         grouped = "image"
     elif scan.has_identities:
@@ -133,9 +147,53 @@ def seeded_split(
         grouped = "file-name group (afad_id)"
     else:
         grouped = "image"
-    merged = sum(1 for k, u in unit_of.items() if k != u)
     info = {"n_folds": N_FOLDS, "test_fold": fold, "val_fold": (fold + 1) % N_FOLDS, "units_merged": merged}
     return ProtocolResult("random" if by_image else "subject-exclusive", rows, grouped, info)
+
+
+def lopo_subjects(scan: SourceScan) -> list[str]:
+    """The subjects in fold order: ``--fold K`` of ``lopo`` leaves out the K-th (FG-NET: fold 0 = subject 001)."""
+    if not scan.has_identities:
+        raise UserError(f"--protocol lopo: {scan.dataset} has no identities to leave out")
+    return sorted({r.subject_id for r in scan.records if r.subject_id})
+
+
+def lopo(scan: SourceScan, seed: int, fold: int, linked: list[list[str]] | None = None) -> ProtocolResult:
+    """Leave one person out: subject K's images are the test set.
+
+    Validation is the subject-exclusive fold after the one holding subject K in our seeded 5-fold deal (the
+    same deal as ``subject-exclusive`` with this seed), so it never holds the test subject, is age-stratified,
+    and is about a fifth of the other subjects; everyone else trains. Identical images of two subjects are
+    linked for the validation choice only: the test set is exactly one subject.
+    """
+    subjects = lopo_subjects(scan)
+    check_fold(fold, len(subjects))
+    test_subject = subjects[fold]
+    fold_of, merged = _five_folds(scan, seed, False, linked)
+    test_fold = next(fold_of[r.path] for r in scan.records if r.subject_id == test_subject)
+    val_fold = (test_fold + 1) % N_FOLDS
+
+    def split(r: RawRecord) -> str:
+        return "test" if r.subject_id == test_subject else "val" if fold_of[r.path] == val_fold else "train"
+
+    rows = [Assigned(r, split(r), r.age) for r in scan.records]
+    info = {
+        "n_folds": len(subjects),
+        "test_subject": test_subject,
+        "val_rule": f"subjects of seeded 5-fold fold {val_fold} (the fold after the test subject's fold {test_fold})",
+        "val_subjects": len({r.record.subject_id for r in rows if r.split == "val"}),
+        "units_merged": merged,
+    }
+    return ProtocolResult("lopo", rows, "subject", info)
+
+
+def official(scan: SourceScan) -> ProtocolResult:
+    """The split the data set ships with (APPA-REAL, CLAP2016, IMDB-Clean CSVs), replicated as published."""
+    if not any(r.official_split for r in scan.records):
+        raise UserError(f"--protocol official: {scan.dataset} ships no split; use subject-exclusive or random")
+    rows = [Assigned(r, r.official_split, r.age) for r in scan.records if r.official_split]
+    info = {"not_in_protocol": len(scan.records) - len(rows)}
+    return ProtocolResult("official", rows, "as published", info)
 
 
 class PathMatcher:
@@ -168,8 +226,8 @@ def _quad(value: object, where: str) -> Quad | None:
     return tuple(float(v) for v in value)
 
 
-def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
-    """Replicate a split of the CVPR24 unified benchmark from its database JSON (img_path, age, folder...)."""
+def _cvpr24_load(json_file: str) -> tuple[Path, list[dict], tuple]:
+    """(file, entries, split table) of a CVPR24 database JSON; the table depends on the folders it uses."""
     path = Path(json_file)
     if not path.is_file():
         raise UserError(f"--protocol cvpr24:{json_file}: file not found")
@@ -184,8 +242,17 @@ def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
         if not isinstance(e, dict) or not {"img_path", "age", "folder"} <= e.keys():
             raise UserError(f"{path}: entry {i} lacks img_path, age or folder")
         folders.add(e["folder"])
-    single = folders - {-1} <= {0, 1, 2}
-    table = (CVPR24_SINGLE,) if single else CVPR24_SPLITS
+    used = folders - {-1}
+    if used <= {0, 1, 2}:
+        return path, entries, (CVPR24_SINGLE,)
+    if used <= set(range(10)):
+        return path, entries, CVPR24_SPLITS
+    return path, entries, (((), (), tuple(sorted(used))),)  # one folder per person (FG-Net.json): test only
+
+
+def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
+    """Replicate a split of the CVPR24 unified benchmark from its database JSON (img_path, age, folder...)."""
+    path, entries, table = _cvpr24_load(json_file)
     check_fold(fold, len(table))
     split_of = {f: s for s, fs in zip(("train", "val", "test"), table[fold], strict=True) for f in fs}
     by_path = {r.path: r for r in scan.records}
@@ -219,6 +286,7 @@ def cvpr24(scan: SourceScan, json_file: str, fold: int) -> ProtocolResult:
         "json": str(path),
         "json_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "split": {s: list(fs) for s, fs in zip(("train", "val", "test"), table[fold], strict=True)},
+        "n_folds": len(table),
         "databases": sorted({str(e.get("database", "")) for e in entries}),
         "unmatched_entries": len(unmatched),
         "unmatched_examples": unmatched[:20],
@@ -300,17 +368,38 @@ def coral(scan: SourceScan, folder_spec: str) -> ProtocolResult:
 def apply_protocol(
     spec: str, scan: SourceScan, *, seed: int = 0, fold: int = 0, linked: list[list[str]] | None = None
 ) -> ProtocolResult:
-    """``subject-exclusive`` (default), ``random`` (per image, ignores identities), ``cvpr24:PATH.json``,
-    ``coral:DIR``. ``linked`` path sets are kept together by our own protocols only."""
+    """``subject-exclusive`` (default), ``random`` (per image, ignores identities), ``lopo`` (one subject out),
+    ``official`` (the data set's own split), ``cvpr24:PATH.json``, ``coral:DIR``. ``linked`` path sets are kept
+    together by our own protocols only."""
     kind, _, arg = spec.partition(":")
     if kind == "subject-exclusive" and not arg:
         return seeded_split(scan, seed, fold, linked=linked)
     if kind == "random" and not arg:
         return seeded_split(scan, seed, fold, by_image=True, linked=linked)
+    if kind == "lopo" and not arg:
+        return lopo(scan, seed, fold, linked)
+    if kind == "official" and not arg:
+        if fold:
+            raise UserError(f"--fold {fold}: official is one fixed split, there are no folds to choose")
+        return official(scan)
     if kind == "cvpr24" and arg:
         return cvpr24(scan, arg, fold)
     if kind == "coral" and arg:
         if fold:
             raise UserError(f"--fold {fold}: coral:DIR is one fixed split, there are no folds to choose")
         return coral(scan, arg)
-    raise UserError(f"--protocol {spec!r}: expected subject-exclusive, random, cvpr24:PATH.json or coral:DIR")
+    raise UserError(
+        f"--protocol {spec!r}: expected subject-exclusive, random, lopo, official, cvpr24:PATH.json or coral:DIR"
+    )
+
+
+def fold_count(spec: str, scan: SourceScan) -> int:
+    """How many folds ``--fold all`` writes: 5 for ours, one per subject for lopo, the JSON's splits for cvpr24."""
+    kind, _, arg = spec.partition(":")
+    if kind in ("subject-exclusive", "random") and not arg:
+        return N_FOLDS
+    if kind == "lopo" and not arg:
+        return len(lopo_subjects(scan))
+    if kind == "cvpr24" and arg:
+        return len(_cvpr24_load(arg)[2])
+    raise UserError(f"--fold all: protocol {spec!r} is one fixed split; leave --fold out")

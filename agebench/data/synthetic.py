@@ -65,6 +65,7 @@ import numpy as np
 
 from agebench.data.cache import build_cache, cache_files
 from agebench.data.manifest import format_age, write_manifest
+from agebench.data.synth_styles import DEFAULT_STYLE, Style, get_style
 from agebench.data.synthetic_faces import Face, Traits, ellipse, fill_poly, polyline, sample_traits
 from agebench.errors import UserError
 
@@ -93,16 +94,18 @@ class ImageJob:
     apparent_age: float
     size: int
     seed: int
+    style: Style = get_style(DEFAULT_STYLE)
 
 
-def _base_age(rng: np.random.Generator) -> float:
-    """A subject's central age: adults 18-45 dominate, a long tail reaches the 80s and 90s, some children."""
+def _base_age(rng: np.random.Generator, style: Style) -> float:
+    """A subject's central age (default style: adults 18-45 dominate, a long tail reaches the 80s and 90s,
+    some children)."""
     u = rng.random()
-    if u < 0.1:
+    if u < style.child_share:
         return float(rng.uniform(0.5, 15))
-    if u < 0.7:
-        return float(np.clip(rng.normal(30, 7), 16, 50))
-    while (age := 42 + rng.exponential(14)) > 97:  # truncate the tail rather than pile it up at the clip
+    if u < style.child_share + style.adult_share:
+        return float(np.clip(rng.normal(style.adult_mean, style.adult_sd), *style.adult_range))
+    while (age := style.tail_start + rng.exponential(style.tail_scale)) > 97:  # truncate, do not pile up at 97
         pass
     return float(age)
 
@@ -126,9 +129,10 @@ def _split_of_subjects(base_ages: list[float], rng: np.random.Generator) -> list
 
 
 def plan(
-    n: int, seed: int, size: int, noise_sigma: float, masks: bool
+    n: int, seed: int, size: int, noise_sigma: float, masks: bool, style: Style | None = None
 ) -> tuple[list[dict[str, object]], list[ImageJob]]:
     """Manifest rows and render jobs, in index order. Cheap: no pixels are drawn here."""
+    style = style or get_style(DEFAULT_STYLE)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN,)))
     per_subject: list[int] = []
     while sum(per_subject) < n:
@@ -137,7 +141,7 @@ def plan(
         if left - k == 1:  # no one-image subject at the end
             k += 1
         per_subject.append(k)
-    bases = [_base_age(rng) for _ in per_subject]
+    bases = [_base_age(rng, style) for _ in per_subject]
     splits = _split_of_subjects(bases, rng)
     rows: list[dict[str, object]] = []
     jobs: list[ImageJob] = []
@@ -146,7 +150,7 @@ def plan(
         spread = min(5.0, 1.0 + 0.25 * base)
         sid = f"syn{subject:05d}"
         for _ in range(k):
-            age = round(float(np.clip(base + rng.normal(0, spread), 0, MAX_AGE)), 1)
+            age = round(float(np.clip(base + rng.normal(0, spread), style.min_age, MAX_AGE)), 1)
             apparent = round(float(np.clip(age + rng.normal(0, noise_sigma), 0, MAX_AGE)), 4)
             index = len(rows)
             path = f"images/{sid}/{index:06d}.jpg"
@@ -162,18 +166,21 @@ def plan(
             if masks:
                 row["mask"] = mask_path
             rows.append(row)
-            jobs.append(ImageJob(index, path, mask_path, traits, apparent, size, seed))
+            jobs.append(ImageJob(index, path, mask_path, traits, apparent, size, seed, style))
     return rows, jobs
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
+def _background(size: int, rng: np.random.Generator, style: Style) -> np.ndarray:
     """A gradient and random shapes: clutter whose colours and brightness ignore age."""
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if style.background_mix != 1.0:  # towards the style's plain backdrop
+        plain = np.array(style.background)
+        c0, c1 = (plain + (c - plain) * style.background_mix for c in (c0, c1))
     ang = rng.uniform(0, 2 * np.pi)
     g = np.linspace(-1, 1, size, dtype=np.float32)
     ramp = (np.cos(ang) * g[None, :] + np.sin(ang) * g[:, None]) * 0.5 + 0.5
     bg = (c0 + (c1 - c0) * ramp[..., None]).astype(np.uint8)
-    for _ in range(int(rng.integers(4, 13))):
+    for _ in range(int(rng.integers(*style.clutter))):
         col = tuple(float(v) for v in rng.uniform(0, 255, 3))
         x, y = rng.uniform(0, size, 2)
         ext = rng.uniform(0.05, 0.35) * size
@@ -193,29 +200,40 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(
-    traits: Traits, apparent_age: float, size: int, rng: np.random.Generator, want_mask: bool = False
+    traits: Traits,
+    apparent_age: float,
+    size: int,
+    rng: np.random.Generator,
+    want_mask: bool = False,
+    style: Style | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One BGR uint8 image (and its region mask) of `traits` looking `apparent_age`, with nuisance from `rng`.
 
     The final brightness and contrast are drawn at random and imposed on the whole image, so that the mean
     grey level is independent of age (greying hair would otherwise brighten old faces).
     """
-    image, mask, _ = render_with_landmarks(traits, apparent_age, size, rng, want_mask)
+    image, mask, _ = render_with_landmarks(traits, apparent_age, size, rng, want_mask, style)
     return image, mask
 
 
 def render_with_landmarks(
-    traits: Traits, apparent_age: float, size: int, rng: np.random.Generator, want_mask: bool = False
+    traits: Traits,
+    apparent_age: float,
+    size: int,
+    rng: np.random.Generator,
+    want_mask: bool = False,
+    style: Style | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """:func:`render` plus the face's five landmarks [5, 2] in the image's continuous coordinates (pixel i spans
     [i, i + 1)), after the pose warp: what an alignment test needs as ground truth. Draws nothing extra from
     `rng`, so the image is the one :func:`render` makes."""
+    st = style or get_style(DEFAULT_STYLE)
     r = 2 * size if size <= 256 else size  # supersample thin folds, then average down
     face = Face(traits, apparent_age, r, rng)
     face.draw()
-    rot = float(np.clip(rng.normal(0, 5), -15, 15))
-    m = cv2.getRotationMatrix2D((face.cx, face.cy), rot, float(rng.uniform(0.88, 1.1)))
-    m[:, 2] += rng.uniform(-0.05, 0.05, 2) * r
+    rot = float(np.clip(rng.normal(0, st.rotation_sd), -3 * st.rotation_sd, 3 * st.rotation_sd))
+    m = cv2.getRotationMatrix2D((face.cx, face.cy), rot, float(rng.uniform(*st.scale)))
+    m[:, 2] += rng.uniform(-st.shift, st.shift, 2) * r
     person = cv2.warpAffine(face.img, m, (r, r), flags=cv2.INTER_LINEAR, borderValue=0)
     alpha = cv2.warpAffine(face.alpha, m, (r, r), flags=cv2.INTER_LINEAR, borderValue=0)
     if r != size:
@@ -223,16 +241,18 @@ def render_with_landmarks(
         alpha = cv2.resize(alpha, (size, size), interpolation=cv2.INTER_AREA)
     a = alpha.astype(np.float32)[..., None] / 255
     # The person canvas is black outside the drawing, i.e. premultiplied by alpha.
-    img = _background(size, rng).astype(np.float32) * (1 - a) + person.astype(np.float32)
+    img = _background(size, rng, st).astype(np.float32) * (1 - a) + person.astype(np.float32)
     # Lighting: a directional ramp, a colour cast, optional blur and sensor noise.
     g = np.linspace(-1, 1, size, dtype=np.float32)
     ang = rng.uniform(0, 2 * np.pi)
-    ramp = 1 + rng.uniform(0, 0.35) * (np.cos(ang) * g[None, :] + np.sin(ang) * g[:, None])
-    img *= ramp[..., None] * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    if rng.random() < 0.3:
+    ramp = 1 + rng.uniform(0, st.light) * (np.cos(ang) * g[None, :] + np.sin(ang) * g[:, None])
+    img *= ramp[..., None] * rng.uniform(1 - st.cast, 1 + st.cast, 3).astype(np.float32)
+    if st.tint != (1.0, 1.0, 1.0):
+        img *= np.array(st.tint, dtype=np.float32)
+    if rng.random() < st.blur_p:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.8) * size / 64)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, 4))
-    img = (img - img.mean()) * rng.uniform(0.75, 1.15) + rng.uniform(70, 180)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0, st.noise))
+    img = (img - img.mean()) * rng.uniform(*st.contrast) + rng.uniform(*st.brightness)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     # Pixel centres of the r canvas through the pose warp, then to continuous coordinates of the size image.
     landmarks = (face.landmarks() @ m[:, :2].T + m[:, 2] + 0.5) * (size / r)
@@ -247,8 +267,8 @@ def render_with_landmarks(
 def _render_job(job: ImageJob, root: str) -> int:
     """Draw, encode and write one image (and mask); runs in a worker process."""
     rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(_IMAGE, job.index)))
-    img, mask = render(job.traits, job.apparent_age, job.size, rng, want_mask=job.mask_path is not None)
-    quality = int(rng.integers(70, 96))
+    img, mask = render(job.traits, job.apparent_age, job.size, rng, job.mask_path is not None, job.style)
+    quality = int(rng.integers(*job.style.jpeg))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV failure is a bug, not a user error
         raise RuntimeError(f"JPEG encoding failed for {job.path}")
@@ -327,6 +347,7 @@ def generate(
     workers: int | None = None,
     progress: bool = True,
     cache_size: int | None = None,
+    style: str = DEFAULT_STYLE,
 ) -> Path:
     """Write the data set under `out` and return its manifest path; see the module docstring for the contract.
 
@@ -334,6 +355,7 @@ def generate(
     decoding JPEGs: on a CPU-only machine decoding is a tenth of a small model's training step.
     """
     out = Path(out)
+    chosen = get_style(style)
     _check(n, seed, size, noise_sigma, workers, cache_size)
     _prepare_out(out)
     params = {
@@ -344,10 +366,11 @@ def generate(
         "size": size,
         "noise_sigma": noise_sigma,
         "masks": masks,
+        "style": chosen.name,
         "mae_floor": round(mae_floor(noise_sigma), 4),
     }
     (out / MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
-    rows, jobs = plan(n, seed, size, noise_sigma, masks)
+    rows, jobs = plan(n, seed, size, noise_sigma, masks, chosen)
     _run(jobs, out, resolve_workers(workers, n), progress)
     manifest = write_manifest(rows, out / MANIFEST)
     if cache_size:

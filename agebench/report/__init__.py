@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agebench.atomic import write_text
 from agebench.errors import UserError
+from agebench.report import matrix as cross
 from agebench.report.leaderboard import Row, build_rows, pairs_csv, to_csv, to_json, to_markdown
 from agebench.report.results import Cell, load_cells
 from agebench.report.significance import Analysis, StatsConfig, analyse
@@ -40,21 +41,36 @@ class Built:
     rows: list[Row]
     cells: list[Cell]
     analysis: Analysis
+    matrices: list[cross.Matrix] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     text: str | None = None
 
 
-def _render(fmt: str, rows: list[Row], cells: list[Cell], analysis: Analysis, base: Path) -> str:
+def _markdown(rows: list[Row], cells: list[Cell], analysis: Analysis, matrices: list[cross.Matrix], cd_link=None):
+    text = to_markdown(rows, cells, analysis, cd_link)
+    return text + ("\n" + cross.to_markdown(matrices) if matrices else "")
+
+
+def _render(
+    fmt: str, rows: list[Row], cells: list[Cell], analysis: Analysis, base: Path, matrices: list[cross.Matrix]
+) -> str:
     if fmt == "md":
-        return to_markdown(rows, cells, analysis)
+        return _markdown(rows, cells, analysis, matrices)
     if fmt == "csv":
         return to_csv(rows)
     if fmt == "json":
-        return to_json(rows, cells, analysis)
+        return to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None)
     from agebench.report.html import render_html
     from agebench.report.plots import render_plots
 
-    return render_html(rows, cells, render_plots(rows, analysis), base, analysis)
+    return render_html(rows, cells, render_plots(rows, analysis), base, analysis, matrices)
+
+
+def _render_matrix(fmt: str, matrices: list[cross.Matrix]) -> str:
+    renderers = {"md": cross.to_markdown, "csv": cross.to_csv, "json": cross.to_json}
+    if fmt not in renderers:
+        raise UserError(f"--matrix writes md, csv or json, not {fmt}")
+    return renderers[fmt](matrices)
 
 
 def resolve_target(results_dir: Path, out: str | Path | None, fmt: str | None) -> tuple[str, Path | None]:
@@ -86,21 +102,35 @@ def build_leaderboard(
     reference: str = "matching",
     verify: bool = True,
     stats: StatsConfig | None = None,
+    matrix: bool = False,
 ) -> Built:
     """Load ``results_dir``, build the rows and their statistics, and write ``out`` (file or folder) or return
     the text to print.
 
     ``reference``: which published rows to add: ``matching`` (data sets present in the results), ``all``, ``none``.
     ``stats``: resamples, confidence level and seed of the intervals and tests (default: 2000, 95%, 0).
+    ``matrix``: write (or return) only the cross-dataset matrix, as md, csv or json.
     """
     results_dir = Path(results_dir)
     fmt, target = resolve_target(results_dir, out, fmt)
     cells = load_cells(results_dir, verify=verify)
     rows = build_rows(cells, reference=reference)
     analysis = analyse(rows, stats)
-    built = Built(rows=rows, cells=cells, analysis=analysis)
-    if fmt != "all":
-        text = _render(fmt, rows, cells, analysis, target.parent if target is not None else Path.cwd())
+    built = Built(rows=rows, cells=cells, analysis=analysis, matrices=cross.build_matrices(rows, stats))
+    if matrix and fmt == "all":
+        assert target is not None
+        for name, render in (("matrix.md", cross.to_markdown), ("matrix.csv", cross.to_csv)):
+            write_text(target / name, render(built.matrices))
+            built.written.append(target / name)
+        write_text(target / "matrix.json", cross.to_json(built.matrices))
+        built.written.append(target / "matrix.json")
+        return built
+    if matrix or fmt != "all":
+        if matrix:
+            text = _render_matrix(fmt, built.matrices)
+        else:
+            base = target.parent if target is not None else Path.cwd()
+            text = _render(fmt, rows, cells, analysis, base, built.matrices)
         if target is None:
             built.text = text
         else:
@@ -114,13 +144,18 @@ def build_leaderboard(
     assert target is not None
     pngs = render_plots(rows, analysis)
     cd_link = "plots/cd_diagram.png" if "cd_diagram" in pngs else None
-    for name, text in (
-        ("leaderboard.md", to_markdown(rows, cells, analysis, cd_link)),
+    matrices = built.matrices
+    files = [
+        ("leaderboard.md", _markdown(rows, cells, analysis, matrices, cd_link)),
         ("leaderboard.csv", to_csv(rows)),
         ("pairwise.csv", pairs_csv(analysis)),
-        ("leaderboard.json", to_json(rows, cells, analysis)),
-        ("leaderboard.html", render_html(rows, cells, pngs, target, analysis)),
-    ):
+        ("leaderboard.json", to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None)),
+        ("leaderboard.html", render_html(rows, cells, pngs, target, analysis, matrices)),
+    ]
+    if matrices:
+        files += [("matrix.md", cross.to_markdown(matrices, "#")), ("matrix.csv", cross.to_csv(matrices))]
+        files += [("matrix.json", cross.to_json(matrices))]
+    for name, text in files:
         path = target / name
         write_text(path, text)
         built.written.append(path)

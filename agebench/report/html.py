@@ -19,11 +19,14 @@ from agebench.report.reference import SOURCE
 from agebench.report.results import Cell, provenance_summary
 
 if TYPE_CHECKING:
+    from agebench.report.matrix import Matrix
     from agebench.report.significance import Analysis, DatasetComparison
 
 PLOT_CAPTIONS = {
     "cs_curves": "Cumulative score CS@k: share of test images whose absolute error is at most k years; the band "
     "is the bootstrap confidence interval.",
+    "cross_matrix": "Cross-dataset MAE per model: rows are the data set trained on, columns the test split "
+    "predicted; the bold diagonal is the in-domain result. Darker is worse.",
     "mae_by_age_group": "MAE per decade of true age; n is the number of test images in the group.",
     "mae_vs_latency": "MAE against batch-1 latency (median after warmup) on the device named in the title; "
     "marker area follows the parameter count. The paper's point was timed on the authors' "
@@ -173,8 +176,62 @@ def _statistics(analysis: Analysis, pngs: dict[str, bytes]) -> list[str]:
     return out
 
 
+def _cross(matrices: list[Matrix]) -> list[str]:
+    """The cross-dataset matrices as tables (their heat map is among the plots)."""
+    from agebench.report.matrix import OVERLAP_MARK, drop_summary
+
+    parts = [
+        "<h2>Cross-dataset MAE</h2>",
+        "<p>Rows: the data set trained on; columns: the test split predicted. The diagonal (bold) is the in-domain "
+        f"result of the table above; brackets hold the {matrices[0].level:.0%} interval; the last row is each test "
+        f"set's mean predictor. {OVERLAP_MARK}: the training data shares images or people with that test split.</p>",
+    ]
+    for m in matrices:
+        summary = drop_summary(m)
+        parts.append(f"<h3>{escape(m.model)}</h3>" + (f"<p>{escape(summary)}</p>" if summary else ""))
+        parts.append("<table><tr><th>train \\ test</th>" + "".join(f"<th>{escape(t)}</th>" for t in m.test) + "</tr>")
+        for train in m.train:
+            cells_html = []
+            for test in m.test:
+                e = m.get(train, test)
+                if e is None or e.mae_mean is None:
+                    cells_html.append("<td>–</td>")
+                    continue
+                text = f"{e.mae_mean:.2f}" + (f" [{e.ci[0]:.2f}, {e.ci[1]:.2f}]" if e.ci else "")
+                text += f" {OVERLAP_MARK}" if e.overlap else ""
+                cells_html.append(
+                    f"<td><strong>{escape(text)}</strong></td>" if e.in_domain else f"<td>{escape(text)}</td>"
+                )
+            parts.append(f"<tr><th>{escape(train)}</th>{''.join(cells_html)}</tr>")
+        base = m.baselines()
+        parts.append(
+            "<tr><th><em>mean predictor</em></th>"
+            + "".join(f"<td><em>{base[t]:.2f}</em></td>" if t in base else "<td>–</td>" for t in m.test)
+            + "</tr></table>"
+        )
+    from agebench.report.matrix import data_sets
+    from agebench.report.reference import CROSS_SOURCE, cross_references_for
+
+    published = cross_references_for(data_sets(matrices))
+    if published:
+        parts.append(f"<p>Published landmark ({escape(CROSS_SOURCE)}; another model, their protocol and crops):</p>")
+        parts.append("<table><tr><th>model</th><th>trained on</th><th>tested on</th><th>MAE</th></tr>")
+        parts += [
+            f"<tr class='reference'><td>{escape(r.model)}</td><td>{escape(r.train)}</td><td>{escape(r.test)}</td>"
+            f"<td>{r.mae:.2f}</td></tr>"
+            for r in published
+        ]
+        parts.append("</table>")
+    return parts
+
+
 def render_html(
-    rows: list[Row], cells: list[Cell], pngs: dict[str, bytes], base: str | Path, analysis: Analysis | None = None
+    rows: list[Row],
+    cells: list[Cell],
+    pngs: dict[str, bytes],
+    base: str | Path,
+    analysis: Analysis | None = None,
+    matrices: list[Matrix] | None = None,
 ) -> str:
     """The page as text; ``base`` is the folder the page will live in (report links are relative to it)."""
     base = Path(base).resolve()
@@ -221,6 +278,8 @@ def render_html(
             )
     if analysis is not None:
         parts += _statistics(analysis, pngs)
+    if matrices:
+        parts += _cross(matrices)
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No successful result cell: nothing to plot.</p>")

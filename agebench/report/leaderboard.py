@@ -29,9 +29,15 @@ FLAG_LEAKY = "leaky"
 FLAG_NOT_EXCLUSIVE = "not subject-exclusive"
 FLAG_UNVERIFIED = "unverified"
 FLAG_SKIPPED = "skipped images"
+FLAG_CROSS_OVERLAP = "cross-eval overlap"
+FLAG_FOLDS = "folds pooled"
 FLAG_TTA = "tta flip"
 FLAG_HELP = {
     FLAG_TTA: "test predictions average each image and its mirror (eval.tta=flip): not comparable to single-view rows",
+    FLAG_FOLDS: "a fold protocol (e.g. FG-NET leave-one-person-out): every image predicted once, by the model whose "
+    "fold held it out; MAE over all images (the unweighted mean over folds is folds.fold_mean_mae in the JSON)",
+    FLAG_CROSS_OVERLAP: "a cross-dataset test set shares images or people with this training set: that matrix "
+    "entry is optimistic (marked in the cross-dataset matrix)",
     FLAG_SKIPPED: "images that could not be decoded were left out (data.on_bad_image=skip; metrics.json lists them)",
     FLAG_LEAKY: "the splits share subjects or images (audit failed): the MAE is optimistic and not comparable",
     FLAG_NOT_EXCLUSIVE: "the data set has no identities (e.g. UTKFace), so the same person may be in train and test",
@@ -206,6 +212,14 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_UNVERIFIED)
     if cell.metrics.get("skipped_images"):
         flags.append(FLAG_SKIPPED)
+    if isinstance(cell.metrics.get("folds"), dict):
+        flags.append(FLAG_FOLDS)
+    cross = cell.metrics.get("cross")
+    if isinstance(cross, dict) and any(
+        isinstance(c, dict) and isinstance(c.get("overlap"), dict) and c["overlap"].get("flagged")
+        for c in cross.values()
+    ):
+        flags.append(FLAG_CROSS_OVERLAP)
     if cell.metrics.get("tta", "none") != "none":
         flags.append(FLAG_TTA if cell.metrics["tta"] == "flip" else f"tta {cell.metrics['tta']}")
     return tuple(flags)
@@ -294,13 +308,17 @@ def cell_record(cell: Cell) -> dict[str, Any]:
     }
 
 
-def to_json(rows: list[Row], cells: list[Cell], analysis: Analysis | None = None) -> str:
+def to_json(
+    rows: list[Row], cells: list[Cell], analysis: Analysis | None = None, cross: dict[str, Any] | None = None
+) -> str:
+    """``cross``: the cross-dataset matrices (agebench.report.matrix.to_dict), when any cell has them."""
     doc = {
         "format": "agebench-leaderboard",
         "format_version": FORMAT_VERSION,
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
         "statistics": analysis.to_dict() if analysis else None,
+        "cross_matrix": cross,
         "cells": [cell_record(c) for c in cells],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

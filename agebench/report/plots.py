@@ -243,10 +243,19 @@ def critical_difference(analysis: Analysis | None) -> Figure | None:
     return cd_diagram(f.models, [float(r) for r in f.result.avg_ranks], f.cd, f.cliques, title)
 
 
+def cross_matrix(rows: list[Row]) -> Figure | None:
+    """The cross-dataset heat maps (agebench.report.matrix), when any cell predicted another data set."""
+    from agebench.report.matrix import build_matrices, matrix_figure
+
+    matrices = build_matrices(rows, with_ci=False)
+    return matrix_figure(matrices) if matrices else None
+
+
 PLOTTERS: dict[str, Callable[[list[Row]], Figure | None]] = {
     "cs_curves": cs_curves,
     "mae_by_age_group": mae_by_age_group,
     "mae_vs_latency": mae_vs_latency,
+    "cross_matrix": cross_matrix,
 }
 
 

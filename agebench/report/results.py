@@ -236,14 +236,17 @@ def find_cell_dirs(root: Path) -> list[Path]:
 
 
 def load_cells(results_dir: str | Path, verify: bool = True) -> list[Cell]:
-    """Every cell under ``results_dir``; a missing folder or one without any cell is the user's error (exit 2)."""
+    """Every cell under ``results_dir``, the folds of a fold protocol (``<name>@fold<NN>``) pooled into one cell per
+    model and seed (agebench.report.folds); a missing folder or one without any cell is the user's error (exit 2)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"{root}: no such results folder")
     dirs = find_cell_dirs(root)
     if not dirs:
         raise UserError(f"{root}: no result cells found (expected <dataset>/<model>/seed<k>/metrics.json)")
-    return [load_cell(d, root, verify=verify) for d in dirs]
+    from agebench.report.folds import pool_folds
+
+    return pool_folds([load_cell(d, root, verify=verify) for d in dirs])
 
 
 def provenance_summary(cells: list[Cell]) -> dict[str, list[str]]:

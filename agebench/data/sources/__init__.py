@@ -4,6 +4,9 @@ Every importer exposes ``scan(root) -> SourceScan``. Records are sorted by path 
 the order the file system lists files in; names that do not parse are reported in ``skipped``/``malformed``,
 never silently dropped and never a crash. A root that holds nothing of the expected layout is a UserError
 naming the layout that was expected.
+
+A module may also define ``DEFAULT_PROTOCOL`` (``official`` where the data set ships its own split) and
+``TARGETS`` (label name -> ``extra`` column, for sets with several age labels; ``scan(root, target=...)``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class RawRecord:
     subject_id: str = ""
     group: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    official_split: str = ""  # train/val/test where the data set ships its own split (protocol ``official``)
+    crop: tuple[float, ...] | None = None  # a face box the data set itself gives, as a quad (see data/faces.py)
 
     @property
     def split_key(self) -> str:
@@ -45,6 +50,7 @@ class SourceScan:
     has_identities: bool = False
     identity_note: str = ""
     default_detector: str = "none"
+    notes: dict[str, object] = field(default_factory=dict)  # quirks kept, and how (copied into the report)
 
 
 def walk_images(root: Path) -> Iterator[str]:
@@ -67,12 +73,13 @@ def require_root(root: str | os.PathLike[str]) -> Path:
 
 
 def _modules() -> dict[str, ModuleType]:
-    from agebench.data.sources import afad, cacd, morph2, utkface
+    from agebench.data.sources import afad, agedb, appa_real, cacd, clap2016, fgnet, imdb_clean, morph2, utkface
 
-    return {"utkface": utkface, "afad": afad, "cacd": cacd, "morph2": morph2}
+    modules = (utkface, afad, cacd, morph2, agedb, fgnet, appa_real, clap2016, imdb_clean)
+    return {m.NAME: m for m in modules}
 
 
-DATASETS = ("utkface", "afad", "cacd", "morph2")
+DATASETS = ("utkface", "afad", "cacd", "morph2", "agedb", "fgnet", "appa-real", "clap2016", "imdb-clean")
 
 
 def get_source(name: str) -> ModuleType:
@@ -82,5 +89,24 @@ def get_source(name: str) -> ModuleType:
     return modules[name]
 
 
-def scan(name: str, root: str | os.PathLike[str]) -> SourceScan:
-    return get_source(name).scan(require_root(root))
+def default_protocol(name: str) -> str:
+    return getattr(get_source(name), "DEFAULT_PROTOCOL", "subject-exclusive")
+
+
+def scan(name: str, root: str | os.PathLike[str], target: str | None = None) -> SourceScan:
+    """Records of one data set; ``target`` picks the age label where the set has several (APPA-REAL)."""
+    module = get_source(name)
+    targets = getattr(module, "TARGETS", None)
+    if target is None:
+        return module.scan(require_root(root))
+    if not targets:
+        raise UserError(f"--target {target}: {name} has one age label only (--target is for appa-real, clap2016)")
+    if target not in targets:
+        raise UserError(f"--target {target}: expected one of {', '.join(targets)} for {name}")
+    return module.scan(require_root(root), target=target)
+
+
+def find_shallowest(root: Path, name: str) -> Path | None:
+    """The file called ``name`` nearest to root (ties: path order); None if there is none."""
+    hits = sorted(root.rglob(name), key=lambda p: (len(p.relative_to(root).parts), p.as_posix()))
+    return hits[0] if hits else None
