@@ -113,7 +113,8 @@ def cross_evaluate(
         train_ages = np.array([r.age for r in source.split("train")], dtype=np.float64)
         device = next(module.parameters()).device
         precision = str(cfg.trainer.get("precision", "32-true"))
-        done.update(evaluate_targets(module, todo, source, train_ages, cell_dir, device, precision))
+        tta = cfg.eval.tta  # the targets are predicted as the cell's own test split is
+        done.update(evaluate_targets(module, todo, source, train_ages, cell_dir, device, precision, tta))
     order = list(spec.get("cross") or {})
     return {name: done[name] for name in order + [n for n in done if n not in order]}
 

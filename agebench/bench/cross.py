@@ -79,11 +79,12 @@ def evaluate_target(
     out_dir: Path,
     device: torch.device,
     precision: str | None = None,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Predict one target's whole test split, write its predictions file, and return its ``cross`` record."""
     dm = target_datamodule(data)
     assert dm.manifest is not None
-    preds = predict(module, dm.test_dataloader(shard=False), device, precision)
+    preds = predict(module, dm.test_dataloader(shard=False), device, precision, tta)
     write_predictions(out_dir / predictions_file(name), preds)
     ages, pred = preds["age"], preds["pred"]
     target_train = np.array([r.age for r in dm.manifest.split("train")], dtype=np.float64)
@@ -108,9 +109,10 @@ def evaluate_targets(
     out_dir: Path,
     device: torch.device,
     precision: str | None = None,
+    tta: str = "none",
 ) -> dict[str, dict[str, Any]]:
     """Every target in order; the caller merges the result into metrics.json's ``cross``."""
     return {
-        name: evaluate_target(module, name, data, source, source_train_ages, out_dir, device, precision)
+        name: evaluate_target(module, name, data, source, source_train_ages, out_dir, device, precision, tta)
         for name, data in targets.items()
     }
