@@ -22,7 +22,12 @@ from agebench.data.synthetic import render_with_landmarks
 from agebench.data.synthetic_faces import sample_traits
 
 SIZE = 32
-MODELS = {"convnext-atto": {}, "vit-tiny": {"depth": 2}, "hybrid-atto": {}}
+# One block per stage (ViT: two): the same operators as the bench's models, a fraction of the graph to trace.
+MODELS = {
+    "convnext-atto": {"depths": (1, 1, 1, 1)},
+    "vit-tiny": {"depth": 2},
+    "hybrid-atto": {"trunk_kwargs": {"depths": (1, 1, 1, 1)}},
+}
 
 
 @pytest.fixture(scope="module")
