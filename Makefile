@@ -33,8 +33,8 @@ format: ## ruff format and autofix
 	$(BIN)/ruff format agebench tests scripts
 	$(BIN)/ruff check --fix agebench tests scripts
 
-synth: ## generate the synthetic data set (64 px, region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
-	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --size 64 --masks --cache-size 64
+synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
+	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
 
 bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
