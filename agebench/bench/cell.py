@@ -126,6 +126,20 @@ def _eval_device(cfg: Any):
     return torch.device("cuda" if on_gpu else "cpu")
 
 
+def _with_cross(spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, Any], cell_dir: Path) -> int:
+    """Write ``record`` with its cross results; a target that cannot be read leaves the in-domain result standing
+    (a rerun adds the targets once they are fixed) and fails the cell."""
+    code = 0
+    try:
+        record["cross"] = cross_evaluate(spec, cfg, module, record, cell_dir)
+    except UserError as err:
+        print(f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
+              file=sys.stderr)  # fmt: skip
+        code = EXIT_FAILED
+    atomic.write_json(cell_dir / "metrics.json", record)
+    return code
+
+
 def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, Any]) -> int:
     """A finished cell gains the targets it lacks: its best checkpoint predicts them; nothing is retrained."""
     from agebench.config import FitConfig, from_dict
@@ -134,16 +148,7 @@ def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, An
     cfg = from_dict(FitConfig, spec["fit"])
     best = cell_dir / "checkpoints" / "best.ckpt"
     module = load_regressor(best if best.is_file() else Path(record["checkpoint"])).to(_eval_device(cfg))
-    try:
-        record["cross"] = cross_evaluate(spec, cfg, module, record, cell_dir)
-    except UserError as err:
-        print(
-            f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    atomic.write_json(cell_dir / "metrics.json", record)
-    return 0
+    return _with_cross(spec, cfg, module, record, cell_dir)
 
 
 def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
@@ -215,15 +220,7 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     if spec.get("fold"):
         record["fold"] = spec["fold"]  # the leaderboard pools a model's folds into one row
     if spec.get("cross"):
-        try:
-            record["cross"] = cross_evaluate(spec, cfg, module, {}, cell_dir)
-        except UserError as err:  # the in-domain result stands; a rerun adds the targets once they are fixed
-            atomic.write_json(cell_dir / "metrics.json", record)
-            print(
-                f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+        return _with_cross(spec, cfg, module, record, cell_dir)
     atomic.write_json(cell_dir / "metrics.json", record)
     return 0
 
