@@ -180,8 +180,9 @@ def parity(run: LoadedRun, rgb_images: list[np.ndarray], file: Path, fmt: str) -
 
 
 def export(run: LoadedRun, fmt: str, out: str | os.PathLike[str], rgb_images: list[np.ndarray]) -> Parity:
-    """Write ``out`` in ``fmt`` and check it on ``rgb_images`` (see :func:`parity`); a failed check is a UserError
-    after the file is written, so it can be inspected."""
+    """Write ``out`` in ``fmt`` and check it on ``rgb_images`` (see :func:`parity`). The file is written before
+    the check and the :class:`Parity` returned either way, so a failed export can be inspected; the CLI exits 2
+    when it fails."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if not rgb_images:

@@ -81,6 +81,8 @@ def test_cross_matrix_in_every_format_with_the_diagonal_equal_to_the_cells(style
             record = json.loads((cell / "metrics.json").read_text())["cross"][target]
             rows = list(read_predictions(cell / f"predictions.{target}.csv"))
             assert sorted(r[0] for r in rows) == test_paths and record["n_test"] == len(test_paths)
+            with open(cell / f"predictions.{target}.csv") as fh:  # people, so the matrix resamples people
+                assert next(csv.reader(fh))[-1] == "subject_id"
             err = np.abs(np.array([r[2] for r in rows]) - np.array([r[1] for r in rows]))
             assert record["mae"] == pytest.approx(err.mean(), abs=1e-6)
             assert record["overlap"] == {
@@ -216,12 +218,15 @@ def test_lopo_folds_run_as_cells_and_pool_into_one_row_per_model(tmp_path, capsy
     assert row["mae_mean"] == pytest.approx(pooled, abs=1e-5)
     (cell,) = doc["cells"]
     assert cell["metrics"]["folds"]["fold_mean_mae"] == pytest.approx(np.mean(fold_maes))
+    assert cell["metrics"]["tta"] == "none"
     assert row["mae_ci_low"] <= row["mae_mean"] <= row["mae_ci_high"]
 
 
-def _fake_cell(root: Path, dataset: str, model: str, cross: dict, ages=(20.0, 30.0, 40.0), pred=(22.0, 29.0, 45.0)):
+def _fake_cell(
+    root: Path, dataset: str, model: str, cross: dict, ages=(20.0, 30.0, 40.0), pred=(22.0, 29.0, 45.0), seed=0
+):
     """A finished cell written by hand: metrics.json, predictions.csv and one predictions.<target>.csv each."""
-    cell = root / dataset / model / "seed0"
+    cell = root / dataset / model / f"seed{seed}"
     cell.mkdir(parents=True)
     lines = ["path,age,pred"] + [f"{dataset}/{i}.jpg,{a},{p}" for i, (a, p) in enumerate(zip(ages, pred, strict=True))]
     (cell / "predictions.csv").write_text("\n".join(lines) + "\n")
@@ -229,7 +234,7 @@ def _fake_cell(root: Path, dataset: str, model: str, cross: dict, ages=(20.0, 30
     for target, record in cross.items():
         rows = ["path,age,pred"] + [f"{target}/{i}.jpg,{a},{a + record['mae']}" for i, a in enumerate(ages)]
         (cell / f"predictions.{target}.csv").write_text("\n".join(rows) + "\n")
-    metrics = {"schema_version": 1, "status": "ok", "model": model, "dataset": dataset, "seed": 0, "mae": mae,
+    metrics = {"schema_version": 1, "status": "ok", "model": model, "dataset": dataset, "seed": seed, "mae": mae,
                "n_test": 3, "cs5": 1.0, "baseline_mae": 8.0, "cross": cross}  # fmt: skip
     (cell / "metrics.json").write_text(json.dumps(metrics))
 
@@ -240,14 +245,33 @@ def test_overlap_is_flagged_on_the_leaderboard_and_published_landmarks_join_the_
     leak = {"flagged": True, "shared_images": 2, "shared_subjects": 1, "same_root": True}
     _fake_cell(results, "utkface", "convnext-atto", {"morph2": {"mae": 7.0, "n_test": 3, "overlap": clean}})
     _fake_cell(results, "morph2", "convnext-atto", {"utkface": {"mae": 6.0, "n_test": 3, "overlap": leak}})
+    _fake_cell(results, "morph2", "convnext-atto", {}, seed=1)  # its cross evaluation has not run: same row
     assert main(["leaderboard", str(results), "--format", "csv", "--resamples", "200", "--reference", "none"]) == 0
-    flags = {r["dataset"]: r["flags"] for r in csv.DictReader(capsys.readouterr().out.splitlines())}
-    assert flags == {"morph2": "cross-eval overlap", "utkface": ""}
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    found = {r["dataset"]: (r["flags"], r["seeds"]) for r in rows}
+    assert found == {"morph2": ("cross-eval overlap", "0;1"), "utkface": ("", "0")}
     assert main(["leaderboard", str(results), "--matrix", "--resamples", "200"]) == 0
     text = capsys.readouterr().out
-    assert "| morph2 | 2.67 [1.00, 5.00] | 6.00 [6.00, 6.00] † |" in text
+    assert "| morph2 | 2.67 ± 0.00 [1.33, 5.00] | 6.00 [6.00, 6.00] † |" in text
+    assert "morph2 -> utkface: seed(s) [1] not evaluated" in text
     assert "shares 2 image(s) and 1 person(s)" in text
     assert "| ResNet-50 (random init) | utkface | morph2 | 7.22 |" in text
     assert main(["leaderboard", str(results), "--matrix", "--format", "json", "--resamples", "200"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["published"]) == 6 and {e["overlap"] for e in doc["models"][0]["entries"]} == {True, False}
+
+
+def test_a_target_is_redone_when_its_manifest_or_settings_change_and_dropped_when_unnamed(tmp_path):
+    from agebench.bench.cell import dropped_targets, missing_targets, target_settings_hash
+    from agebench.data.manifest import file_sha256
+
+    manifest = make_image_set(tmp_path / "t", n=12)
+    data = {"manifest": str(manifest), "root": None, "img_size": 32, "crop_pct": 1.0, "use_cache": True}
+    done = {"manifest_sha256": file_sha256(manifest), "settings_sha256": target_settings_hash(data), "mae": 3.0}
+    spec, record = {"cross": {"t": data}}, {"cross": {"t": done}}
+    assert missing_targets(spec, record) == {} and dropped_targets(spec, record) == []
+    assert missing_targets({"cross": {"t": data | {"batch_size": 99}}}, record) == {}  # not a prediction setting
+    assert list(missing_targets({"cross": {"t": data | {"img_size": 48}}}, record)) == ["t"]
+    manifest.write_text(manifest.read_text().replace("test", "val", 1))
+    assert list(missing_targets(spec, record)) == ["t"]
+    assert dropped_targets({"cross": {}}, record) == ["t"]

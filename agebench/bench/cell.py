@@ -82,7 +82,8 @@ def finished_record(cell_dir: Path, config_hash: str) -> dict[str, Any] | None:
 
 
 def missing_targets(spec: dict[str, Any], record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The cross targets of ``spec`` that ``record`` lacks, or holds for another version of the target manifest."""
+    """The cross targets of ``spec`` that ``record`` lacks, or holds for another version of the target manifest
+    or other target settings (root, image size, crop, cache)."""
     from agebench.data.manifest import file_sha256
 
     done = record.get("cross") or {}
@@ -92,15 +93,32 @@ def missing_targets(spec: dict[str, Any], record: dict[str, Any]) -> dict[str, d
             current = file_sha256(data["manifest"])
         except OSError:
             current = None  # the cell run names the missing manifest in its error
-        if name not in done or done[name].get("manifest_sha256") != current:
+        old = done.get(name) or {}
+        if old.get("manifest_sha256") != current or old.get("settings_sha256") != target_settings_hash(data):
             missing[name] = data
     return missing
+
+
+def dropped_targets(spec: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """Targets ``record`` holds that ``spec`` no longer names: metrics.json loses them (their files stay)."""
+    return sorted(set(record.get("cross") or {}) - set(spec.get("cross") or {}))
+
+
+TARGET_SETTINGS = ("manifest", "root", "img_size", "crop_pct", "use_cache")  # what a target's predictions depend on
+
+
+def target_settings_hash(data: dict[str, Any]) -> str:
+    """sha256 of the target settings that change its predictions (not batch sizes or workers)."""
+    import hashlib
+
+    text = json.dumps({k: data.get(k) for k in TARGET_SETTINGS}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cross_evaluate(
     spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, Any], cell_dir: Path
 ) -> dict[str, dict[str, Any]]:
-    """``record``'s cross results with every missing target predicted (targets in the spec's order first)."""
+    """The cross results of ``spec``'s targets, in its order: ``record``'s where still valid, the rest predicted."""
     import numpy as np
 
     from agebench.bench.cross import evaluate_targets
@@ -115,8 +133,7 @@ def cross_evaluate(
         precision = str(cfg.trainer.get("precision", "32-true"))
         tta = cfg.eval.tta  # the targets are predicted as the cell's own test split is
         done.update(evaluate_targets(module, todo, source, train_ages, cell_dir, device, precision, tta))
-    order = list(spec.get("cross") or {})
-    return {name: done[name] for name in order + [n for n in done if n not in order]}
+    return {name: done[name] for name in spec.get("cross") or {}}
 
 
 def _eval_device(cfg: Any):
@@ -126,18 +143,16 @@ def _eval_device(cfg: Any):
     return torch.device("cuda" if on_gpu else "cpu")
 
 
-def _with_cross(spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, Any], cell_dir: Path) -> int:
-    """Write ``record`` with its cross results; a target that cannot be read leaves the in-domain result standing
-    (a rerun adds the targets once they are fixed) and fails the cell."""
-    code = 0
+def _try_cross(spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, Any], cell_dir: Path) -> bool:
+    """Put the cross results in ``record``; False (and one line on stderr) when a target cannot be read: the
+    in-domain result still stands and a rerun adds the targets once they are fixed."""
     try:
         record["cross"] = cross_evaluate(spec, cfg, module, record, cell_dir)
     except UserError as err:
         print(f"cell {spec['dataset']}/{spec['model']}/seed{spec['seed']}: cross evaluation failed: {err}",
               file=sys.stderr)  # fmt: skip
-        code = EXIT_FAILED
-    atomic.write_json(cell_dir / "metrics.json", record)
-    return code
+        return False
+    return True
 
 
 def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, Any]) -> int:
@@ -148,7 +163,9 @@ def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, An
     cfg = from_dict(FitConfig, spec["fit"])
     best = cell_dir / "checkpoints" / "best.ckpt"
     module = load_regressor(best if best.is_file() else Path(record["checkpoint"])).to(_eval_device(cfg))
-    return _with_cross(spec, cfg, module, record, cell_dir)
+    ok = _try_cross(spec, cfg, module, record, cell_dir)
+    atomic.write_json(cell_dir / "metrics.json", record)
+    return 0 if ok else EXIT_FAILED
 
 
 def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
@@ -188,6 +205,9 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
         return 0
     module = metrics.pop("module")
     device = next(module.parameters()).device  # fit leaves it on the device it trained and evaluated on
+    # Cross targets before profiling: the profile may cast the module (bf16-true) or change its memory format,
+    # and a target added later is predicted from the fp32 best checkpoint; both ways must give the same figures.
+    cross_ok = _try_cross(spec, cfg, module, metrics, cell_dir) if spec.get("cross") else True
     precision = str(cfg.trainer.get("precision", "32-true"))
     prof = spec["profile"]
     profile = profile_model(
@@ -219,10 +239,8 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     record["config_hash"] = spec["config_hash"]
     if spec.get("fold"):
         record["fold"] = spec["fold"]  # the leaderboard pools a model's folds into one row
-    if spec.get("cross"):
-        return _with_cross(spec, cfg, module, record, cell_dir)
     atomic.write_json(cell_dir / "metrics.json", record)
-    return 0
+    return 0 if cross_ok else EXIT_FAILED
 
 
 if __name__ == "__main__":

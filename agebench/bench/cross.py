@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agebench.bench.cell import target_settings_hash
 from agebench.data.datamodule import AgeDataModule
 from agebench.data.manifest import Manifest
 from agebench.evaluate import metrics_from_predictions, predict, write_predictions
@@ -85,6 +86,9 @@ def evaluate_target(
     dm = target_datamodule(data)
     assert dm.manifest is not None
     preds = predict(module, dm.test_dataloader(shard=False), device, precision, tta)
+    if dm.manifest.has_identities:  # so the matrix's intervals resample people, as the rows' do
+        records = dm.datasets["test"].records
+        preds["subject_id"] = [records[int(i)].subject_id for i in preds["index"]]
     write_predictions(out_dir / predictions_file(name), preds)
     ages, pred = preds["age"], preds["pred"]
     target_train = np.array([r.age for r in dm.manifest.split("train")], dtype=np.float64)
@@ -97,6 +101,7 @@ def evaluate_target(
         "overlap": overlap(source, dm.manifest),
         "skipped_images": dm.skipped_images,
         "manifest_sha256": dm.manifest.sha256(),
+        "settings_sha256": target_settings_hash(data),
         "predictions": predictions_file(name),
     }
 

@@ -17,7 +17,8 @@ checkpoints on it instead of retraining them.
 Folds: a data set entry with ``folds: OUT/folds.json`` (what ``agebench prepare --fold all`` writes, e.g. FG-NET
 leave-one-person-out) instead of ``manifest`` becomes one data set per fold, ``<name>@fold<NN>``; the
 leaderboard pools the folds of a model and seed back into one ``<name>`` row (each image predicted once, by the
-model whose fold held it out).
+model whose fold held it out). Fold cells predict no cross-dataset targets: 82 LOPO models each predicting a
+target would not pool into one figure.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def _targets(cfg: BenchConfig, ds_name: str, ds: dict[str, Any]) -> list[str]:
     """The data sets whose test splits cells trained on ``ds_name`` also predict (never ``ds_name`` itself)."""
     where = f"datasets.{ds_name}.eval_on" if "eval_on" in ds else "eval_on"
     value = ds.get("eval_on", cfg.eval_on)
-    if value is None:
+    if value is None or FOLD_SEPARATOR in ds_name:  # fold models are pooled into one row; their targets are not
         return []
     if value == "all":  # every other data set; a fold's test split is a sliver of its set, so no folds
         return [name for name in cfg.datasets if name != ds_name and FOLD_SEPARATOR not in name]

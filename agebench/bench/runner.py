@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agebench import atomic
-from agebench.bench.cell import LOCK_HELD_ENV, lock_cell, missing_targets
+from agebench.bench.cell import LOCK_HELD_ENV, dropped_targets, lock_cell, missing_targets
 from agebench.bench.plan import Cell, expand, load_bench_config
 from agebench.errors import UserError
 
@@ -45,7 +45,8 @@ def cell_state(cell: Cell, cell_dir: Path) -> str:
         if record.get("config_hash") != cell.config_hash:
             return "stale"
         if record.get("status") == "ok":
-            return "cross" if missing_targets(cell_spec(cell), record) else "done"
+            spec = cell_spec(cell)
+            return "cross" if missing_targets(spec, record) or dropped_targets(spec, record) else "done"
         if record.get("resumable") and (cell_dir / "checkpoints" / "last.ckpt").is_file():
             return "resume"  # an input fault (bad image) stopped it: keep its checkpoints
         return "failed"

@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--margin",
         type=float,
         default=None,
-        help="with --detect: added on each side of the face, fraction of its square (default 0.25)",
+        help="with --detect: added on each side of the face, as a fraction of its side (default 0.25); for the "
+        "landmark detectors (mtcnn, yunet) the side is the aligned template's, which already has some slack, so "
+        "the same margin frames a little wider than with haar",
     )
     p.add_argument("--tta", default="none", help="test-time augmentation: none (default) or flip")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")

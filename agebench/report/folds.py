@@ -63,8 +63,15 @@ def _pooled_cell(base: str, model: str, seed: int, members: list[Cell]) -> Cell:
     preds = _concat([c.predictions for c in members])  # type: ignore[misc]
     if len(set(preds.paths)) != len(preds.paths):
         return Cell(**common, status="invalid", error="the folds' test splits share images: cannot pool them")
+    ttas = {str(c.metrics.get("tta", "none")) for c in members}
+    if len(ttas) > 1:
+        return Cell(
+            **common, status="invalid", error=f"the folds ran with different eval.tta ({', '.join(sorted(ttas))})"
+        )
     err = preds.abs_errors
     fold_maes = [float(c.metrics["mae"]) for c in members]
+    sizes = [len(c.predictions.ages) for c in members]  # type: ignore[union-attr]
+    baselines = [as_number(c.metrics.get("baseline_mae")) for c in members]
     metrics = {
         "status": "ok",
         "n_test": int(len(err)),
@@ -72,7 +79,13 @@ def _pooled_cell(base: str, model: str, seed: int, members: list[Cell]) -> Cell:
         "rmse": float(np.sqrt(((preds.preds - preds.ages) ** 2).mean())),
         "cs": {str(k): float((err <= k).mean()) for k in CS_KS},
         "cs5": float((err <= 5).mean()),
-        "baseline_mae": _mean([c.metrics.get("baseline_mae") for c in members]),
+        # Weighted like the pooled MAE: each image once (LOPO folds differ in size).
+        "baseline_mae": (
+            sum(b * n for b, n in zip(baselines, sizes, strict=True)) / sum(sizes)  # type: ignore[operator]
+            if all(b is not None for b in baselines)
+            else None
+        ),
+        "tta": ttas.pop(),
         "params": first.metrics.get("params"),
         "latency_ms": _mean([c.metrics.get("latency_ms") for c in members]),
         "throughput": _mean([c.metrics.get("throughput") for c in members]),

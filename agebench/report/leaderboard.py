@@ -203,6 +203,7 @@ def _mean(cells: Iterable[Cell], key: str) -> float | None:
 
 
 def cell_flags(cell: Cell) -> tuple[str, ...]:
+    """Flags that decide which seeds may be pooled (the cross-dataset overlap is not one: see row_flags)."""
     flags = []
     if cell.leaky:
         flags.append(FLAG_LEAKY)
@@ -214,15 +215,24 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_SKIPPED)
     if isinstance(cell.metrics.get("folds"), dict):
         flags.append(FLAG_FOLDS)
-    cross = cell.metrics.get("cross")
-    if isinstance(cross, dict) and any(
-        isinstance(c, dict) and isinstance(c.get("overlap"), dict) and c["overlap"].get("flagged")
-        for c in cross.values()
-    ):
-        flags.append(FLAG_CROSS_OVERLAP)
     if cell.metrics.get("tta", "none") != "none":
         flags.append(FLAG_TTA if cell.metrics["tta"] == "flip" else f"tta {cell.metrics['tta']}")
     return tuple(flags)
+
+
+def _cross_overlap(cell: Cell) -> bool:
+    cross = cell.metrics.get("cross")
+    return isinstance(cross, dict) and any(
+        isinstance(c, dict) and isinstance(c.get("overlap"), dict) and c["overlap"].get("flagged")
+        for c in cross.values()
+    )
+
+
+def row_flags(cells: list[Cell]) -> tuple[str, ...]:
+    """The pooled seeds' flags, plus ``cross-eval overlap`` when any seed's cross target overlaps its training
+    data (a seed whose cross evaluation is missing must not split the in-domain row)."""
+    flags = cell_flags(cells[0])
+    return flags + ((FLAG_CROSS_OVERLAP,) if any(_cross_overlap(c) for c in cells) else ())
 
 
 def pooled_row(cells: list[Cell]) -> Row:
@@ -247,7 +257,7 @@ def pooled_row(cells: list[Cell]) -> Row:
         throughput=_mean(cells, "throughput"),
         train_throughput=_mean(cells, "train_throughput"),
         timed_on="; ".join(timed_on) or None,
-        flags=cell_flags(first),
+        flags=row_flags(cells),
         warnings=[f"{c.rel}: {w}" for c in cells for w in c.warnings],
     )
 
