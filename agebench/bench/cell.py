@@ -10,6 +10,7 @@ whose target manifest changed) only loads its best checkpoint and predicts what 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -84,19 +85,26 @@ def finished_record(cell_dir: Path, config_hash: str) -> dict[str, Any] | None:
 def missing_targets(spec: dict[str, Any], record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The cross targets of ``spec`` that ``record`` lacks, or holds for another version of the target manifest
     or other target settings (root, image size, crop, cache)."""
-    from agebench.data.manifest import file_sha256
-
     done = record.get("cross") or {}
     missing = {}
     for name, data in (spec.get("cross") or {}).items():
         try:
-            current = file_sha256(data["manifest"])
+            stat = os.stat(data["manifest"])
+            current = _manifest_sha256(str(data["manifest"]), stat.st_mtime_ns, stat.st_size)
         except OSError:
             current = None  # the cell run names the missing manifest in its error
         old = done.get(name) or {}
         if old.get("manifest_sha256") != current or old.get("settings_sha256") != target_settings_hash(data):
             missing[name] = data
     return missing
+
+
+@functools.lru_cache(maxsize=256)
+def _manifest_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A target manifest's sha256, read once per file version: the runner asks for every cell x target."""
+    from agebench.data.manifest import file_sha256
+
+    return file_sha256(path)
 
 
 def dropped_targets(spec: dict[str, Any], record: dict[str, Any]) -> list[str]:
@@ -121,7 +129,7 @@ def cross_evaluate(
     """The cross results of ``spec``'s targets, in its order: ``record``'s where still valid, the rest predicted."""
     import numpy as np
 
-    from agebench.bench.cross import evaluate_targets
+    from agebench.bench.cross import evaluate_target
     from agebench.data.manifest import load_manifest
 
     todo = missing_targets(spec, record)
@@ -132,7 +140,8 @@ def cross_evaluate(
         device = next(module.parameters()).device
         precision = str(cfg.trainer.get("precision", "32-true"))
         tta = cfg.eval.tta  # the targets are predicted as the cell's own test split is
-        done.update(evaluate_targets(module, todo, source, train_ages, cell_dir, device, precision, tta))
+        for name, data in todo.items():
+            done[name] = evaluate_target(module, name, data, source, train_ages, cell_dir, device, precision, tta)
     return {name: done[name] for name in spec.get("cross") or {}}
 
 

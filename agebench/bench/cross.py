@@ -104,20 +104,3 @@ def evaluate_target(
         "settings_sha256": target_settings_hash(data),
         "predictions": predictions_file(name),
     }
-
-
-def evaluate_targets(
-    module: torch.nn.Module,
-    targets: dict[str, dict[str, Any]],
-    source: Manifest,
-    source_train_ages: np.ndarray,
-    out_dir: Path,
-    device: torch.device,
-    precision: str | None = None,
-    tta: str = "none",
-) -> dict[str, dict[str, Any]]:
-    """Every target in order; the caller merges the result into metrics.json's ``cross``."""
-    return {
-        name: evaluate_target(module, name, data, source, source_train_ages, out_dir, device, precision, tta)
-        for name, data in targets.items()
-    }

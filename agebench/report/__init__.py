@@ -66,6 +66,14 @@ def _render(
     return render_html(rows, cells, render_plots(rows, analysis), base, analysis, matrices)
 
 
+def _matrix_files(matrices: list[cross.Matrix]) -> list[tuple[str, str]]:
+    return [
+        ("matrix.md", cross.to_markdown(matrices, "#")),
+        ("matrix.csv", cross.to_csv(matrices)),
+        ("matrix.json", cross.to_json(matrices)),
+    ]
+
+
 def _render_matrix(fmt: str, matrices: list[cross.Matrix]) -> str:
     renderers = {"md": cross.to_markdown, "csv": cross.to_csv, "json": cross.to_json}
     if fmt not in renderers:
@@ -119,11 +127,9 @@ def build_leaderboard(
     built = Built(rows=rows, cells=cells, analysis=analysis, matrices=cross.build_matrices(rows, stats))
     if matrix and fmt == "all":
         assert target is not None
-        for name, render in (("matrix.md", cross.to_markdown), ("matrix.csv", cross.to_csv)):
-            write_text(target / name, render(built.matrices))
+        for name, text in _matrix_files(built.matrices):
+            write_text(target / name, text)
             built.written.append(target / name)
-        write_text(target / "matrix.json", cross.to_json(built.matrices))
-        built.written.append(target / "matrix.json")
         return built
     if matrix or fmt != "all":
         if matrix:
@@ -153,8 +159,7 @@ def build_leaderboard(
         ("leaderboard.html", render_html(rows, cells, pngs, target, analysis, matrices)),
     ]
     if matrices:
-        files += [("matrix.md", cross.to_markdown(matrices, "#")), ("matrix.csv", cross.to_csv(matrices))]
-        files += [("matrix.json", cross.to_json(matrices))]
+        files += _matrix_files(matrices)
     for name, text in files:
         path = target / name
         write_text(path, text)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import re
 import statistics
-from typing import Any
 
 import numpy as np
 
-from agebench.report.results import Cell, Predictions, as_number
+from agebench.report.results import Cell, Predictions, as_number, mean_of
 
 FOLD_NAME = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
 CS_KS = tuple(range(1, 11))
@@ -36,11 +35,6 @@ def _concat(preds: list[Predictions]) -> Predictions:
         preds=np.concatenate([p.preds for p in preds]),
         subjects=tuple(x for s in subjects for x in s) if all(s is not None for s in subjects) else None,  # type: ignore[union-attr]
     )
-
-
-def _mean(values: list[Any]) -> float | None:
-    numbers = [v for v in (as_number(x) for x in values) if v is not None]
-    return statistics.fmean(numbers) if numbers else None
 
 
 def _pooled_cell(base: str, model: str, seed: int, members: list[Cell]) -> Cell:
@@ -87,9 +81,9 @@ def _pooled_cell(base: str, model: str, seed: int, members: list[Cell]) -> Cell:
         ),
         "tta": ttas.pop(),
         "params": first.metrics.get("params"),
-        "latency_ms": _mean([c.metrics.get("latency_ms") for c in members]),
-        "throughput": _mean([c.metrics.get("throughput") for c in members]),
-        "train_throughput": _mean([c.metrics.get("train_throughput") for c in members]),
+        "latency_ms": mean_of([c.metrics.get("latency_ms") for c in members]),
+        "throughput": mean_of([c.metrics.get("throughput") for c in members]),
+        "train_throughput": mean_of([c.metrics.get("train_throughput") for c in members]),
         "leaky_splits": any(c.leaky for c in members),
         "subject_exclusive": all(c.subject_exclusive for c in members),
         "skipped_images": [s for c in members for s in (c.metrics.get("skipped_images") or [])],

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from agebench.report.leaderboard import MEASURED, Row
 from agebench.report.reference import CROSS_SOURCE, cross_references_for
-from agebench.report.results import Cell, as_number, load_predictions
+from agebench.report.results import Cell, as_number, load_predictions, mean_of
 
 if TYPE_CHECKING:
     from agebench.report.significance import StatsConfig
@@ -97,11 +97,6 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
-
-
 def _cross_record(cell: Cell, target: str) -> dict[str, Any] | None:
     cross = cell.metrics.get("cross")
     record = cross.get(target) if isinstance(cross, dict) else None
@@ -148,10 +143,10 @@ def _cross_entry(row: Row, target: str, stats: StatsConfig | None, with_ci: bool
         mae_mean=statistics.fmean(maes),
         mae_std=statistics.stdev(maes) if len(maes) >= 2 else None,
         ci=_interval(with_preds, f"cross/{row.dataset}/{row.model}/{target}", stats) if with_ci else None,
-        cs5_mean=_mean([as_number(rec.get("cs5")) for _, rec in have]),
+        cs5_mean=mean_of([rec.get("cs5") for _, rec in have]),
         n_test=n_tests.pop() if len(n_tests) == 1 else None,
-        baseline_mae=_mean([as_number(rec.get("baseline_mae")) for _, rec in have]),
-        source_mean_mae=_mean([as_number(rec.get("source_mean_mae")) for _, rec in have]),
+        baseline_mae=mean_of([rec.get("baseline_mae") for _, rec in have]),
+        source_mean_mae=mean_of([rec.get("source_mean_mae") for _, rec in have]),
         overlap=any(o.get("flagged") for o in overlaps),
         shared_images=max(int(o.get("shared_images") or 0) for o in overlaps),
         shared_subjects=max(int(o.get("shared_subjects") or 0) for o in overlaps),

@@ -144,6 +144,12 @@ def as_number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def mean_of(values: list[Any]) -> float | None:
+    """Mean of the finite numbers among ``values`` (missing or non-numeric entries skipped); None if there are none."""
+    numbers = [v for v in (as_number(x) for x in values) if v is not None]
+    return math.fsum(numbers) / len(numbers) if numbers else None  # as statistics.fmean
+
+
 def load_predictions(path: str | Path) -> Predictions:
     """A predictions.csv (columns path, age, pred, optional subject_id); torch-free twin of evaluate's reader."""
     paths, ages, preds, subjects = [], [], [], []

@@ -71,6 +71,13 @@ def trunk_layers(in_features: int, hidden: int, dropout: float) -> tuple[list[nn
     return [nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout)], hidden
 
 
+def check_choice(head: str, key: str, value: object, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line UserError naming the head and the setting."""
+    if value not in choices:
+        raise UserError(f"head {head!r}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
 class AgeHead(nn.Module):
     """Base class of the built-in heads: the trunk, the integer age grid and the contract's defaults.
 
@@ -107,9 +114,11 @@ class AgeHead(nn.Module):
         return self.mlp(features)
 
     def loss(self, raw: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        """The training loss (a scalar) of ``raw`` outputs against true ``ages`` [B]; every head defines it."""
         raise NotImplementedError
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        """Ages [B] in years from ``raw`` outputs; every head defines it."""
         raise NotImplementedError
 
     def posterior(self, raw: torch.Tensor) -> torch.Tensor | None:

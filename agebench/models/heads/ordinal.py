@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agebench.errors import UserError
-from agebench.models.heads.base import AgeHead
+from agebench.models.heads.base import AgeHead, check_choice
 from agebench.models.heads.registry import register_head
 
 DECODES = ("threshold", "expectation")
@@ -34,9 +33,7 @@ class RankHead(AgeHead):
         decode: str = "threshold",
     ) -> None:
         super().__init__(num_features, age_range, hidden, dropout)
-        if decode not in DECODES:
-            raise UserError(f"head {self.name!r}: decode must be one of {', '.join(DECODES)}, got {decode!r}")
-        self.decoding = decode
+        self.decoding = check_choice(self.name, "decode", decode, DECODES)
 
     def levels(self, ages: torch.Tensor) -> torch.Tensor:
         """``[B, K-1]`` level labels y_k = [j* > k]."""
@@ -131,8 +128,7 @@ class CoralHead(RankHead):
         bias_init: str = "coral",
     ) -> None:
         super().__init__(num_features, age_range, hidden, dropout, decode)
-        if bias_init not in BIAS_INITS:
-            raise UserError(f"head 'coral': bias_init must be one of {', '.join(BIAS_INITS)}, got {bias_init!r}")
+        check_choice("coral", "bias_init", bias_init, BIAS_INITS)
         self.mlp = self.make_mlp(CoralLayer(self.width, self.num_classes, bias_init))
 
     def loss(self, raw: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agebench.errors import UserError
-from agebench.models.heads.base import AgeHead
+from agebench.models.heads.base import AgeHead, check_choice
 from agebench.models.heads.registry import register_head
 
 DECODES = ("expectation", "argmax")
@@ -44,9 +44,7 @@ class SoftmaxHead(AgeHead):
         decode: str = "expectation",
     ) -> None:
         super().__init__(num_features, age_range, hidden, dropout)
-        if decode not in DECODES:
-            raise UserError(f"head {self.name!r}: decode must be one of {', '.join(DECODES)}, got {decode!r}")
-        self.decoding = decode
+        self.decoding = check_choice(self.name, "decode", decode, DECODES)
         self.mlp = self.make_mlp(nn.Linear(self.width, self.num_classes))
 
     def posterior(self, raw: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agebench.errors import UserError
-from agebench.models.heads.base import AgeHead
+from agebench.models.heads.base import AgeHead, check_choice
 from agebench.models.heads.registry import register_head
 
 DECODES = ("expectation", "argmax")
@@ -41,8 +41,7 @@ class UnimodalHead(AgeHead):
         tau: float | None = None,
     ) -> None:
         super().__init__(num_features, age_range, hidden, dropout)
-        if decode not in DECODES:
-            raise UserError(f"head 'unimodal': decode must be one of {', '.join(DECODES)}, got {decode!r}")
+        check_choice("unimodal", "decode", decode, DECODES)
         if tau is not None and (isinstance(tau, bool) or not float(tau) > 0):
             raise UserError(f"head 'unimodal': tau must be > 0 or null (learned), got {tau!r}")
         self.decoding, self.tau = decode, None if tau is None else float(tau)
