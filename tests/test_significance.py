@@ -25,11 +25,12 @@ def write_run(
     abs_err: np.ndarray,
     subjects: bool = True,
     manifest: str = "m1",
+    age_offset: float = 0.0,
 ) -> Path:
     """A result cell whose predictions have exactly the absolute errors ``abs_err`` (signs alternate)."""
     folder = root / dataset / model / f"seed{seed}"
     folder.mkdir(parents=True)
-    ages = 20.0 + np.arange(len(abs_err)) % 50
+    ages = 20.0 + age_offset + np.arange(len(abs_err)) % 50
     preds = ages + abs_err * np.where(np.arange(len(abs_err)) % 2, 1.0, -1.0)
     with open(folder / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -112,14 +113,23 @@ def test_a_table_whose_rows_all_tie_reads_as_a_tie(tmp_path: Path) -> None:
 def test_cells_on_different_test_sets_are_refused_with_the_reason(tmp_path: Path) -> None:
     root = tmp_path / "R"
     write_run(root, "synth", "a", 0, base_errors())
-    write_run(root, "synth", "b", 0, base_errors(1), manifest="m2")
+    write_run(root, "synth", "b", 0, base_errors(1), age_offset=1.0)  # the same images relabelled
     built = build_leaderboard(root, None, "json", stats=FAST)
     comp = built.analysis.datasets["synth"]
-    assert comp.pairs == [] and "different manifests" in comp.refused[0]["reason"]
+    assert comp.pairs == [] and "different ages" in comp.refused[0]["reason"]
     groups = sorted((r.group is None, r.group) for r in built.rows if r.status == "ok")
     assert groups == [(False, 1), (True, None)]
     doc = json.loads(built_text(root, "json"))
     assert doc["statistics"]["datasets"]["synth"]["refused"][0]["a"] in ("a", "b")
+
+
+def test_manifest_bytes_do_not_decide_pairing_the_split_content_does(tmp_path: Path) -> None:
+    # A manifest that gained a column hashes differently; its test split (paths and ages) is the same.
+    root = tmp_path / "R"
+    write_run(root, "synth", "a", 0, base_errors())
+    write_run(root, "synth", "b", 0, base_errors(1), manifest="m2")
+    comp = build_leaderboard(root, None, "json", stats=FAST).analysis.datasets["synth"]
+    assert comp.refused == [] and len(comp.pairs) == 1
 
 
 def built_text(root: Path, fmt: str) -> str:
@@ -234,3 +244,16 @@ def test_images_listed_twice_are_refused_by_name(three_models: Path, capsys) -> 
     csv_path.write_text("\n".join(lines + [lines[1]]) + "\n")
     assert main(["compare", str(three_models), "--dataset", "synth", "--a", "best", "--b", "worse"]) == 2
     assert "lists an image more than once" in capsys.readouterr().err
+
+
+def test_split_key_is_the_content_of_the_test_split(tmp_path: Path) -> None:
+    from agebench.report.results import load_predictions
+
+    a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    a.write_text("path,age,pred\nx.jpg,20,21\ny.jpg,30,29\n")
+    # other order, other predictions, an extra column, a byte-order mark and CRLF: the same split
+    b.write_text("\ufeffpath,age,pred,gender\r\ny.jpg,30.0,35,F\r\nx.jpg,20,10,M\r\n", encoding="utf-8")
+    c.write_text("path,age,pred\nx.jpg,20,21\ny.jpg,31,29\n")  # one image relabelled
+    pa, pb, pc = load_predictions(a), load_predictions(b), load_predictions(c)
+    assert pa.split_key == pb.split_key != pc.split_key
+    assert pb.columns == {"gender": ("F", "M")} and pa.columns == {}

@@ -8,6 +8,7 @@ cell with a one-line reason, so a broken run shows up in the table instead of si
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -24,6 +25,7 @@ _SEED_DIR = re.compile(r"^seed(\d+)$")
 # |MAE(metrics.json) - MAE(predictions.csv)| above this means the two files do not describe the same run.
 # predictions.csv keeps 6 decimals, so honest files agree far closer than this.
 MAE_TOLERANCE = 1e-3
+_CORE_COLUMNS = ("path", "age", "pred", "subject_id")
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,16 @@ class Predictions:
     """A predictions.csv in memory: one entry per test image, in file order.
 
     ``subjects`` holds the optional ``subject_id`` column (written since agebench 0.2 where the manifest has
-    identities); None when the column is absent, so statistics fall back to resampling images.
+    identities); None when the column is absent, so statistics fall back to resampling images. ``columns`` holds
+    every other column the file has beyond ``path, age, pred, subject_id`` (e.g. the manifest's demographic
+    columns), as strings in file order.
     """
 
     paths: tuple[str, ...]
     ages: np.ndarray
     preds: np.ndarray
     subjects: tuple[str, ...] | None = None
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def abs_errors(self) -> np.ndarray:
@@ -46,6 +51,18 @@ class Predictions:
     @property
     def has_subjects(self) -> bool:
         return self.subjects is not None and any(self.subjects)
+
+    @property
+    def split_key(self) -> str:
+        """sha256 of the test split's content: the sorted (path, age to 1e-3) pairs, nothing else.
+
+        Two cells can be paired or pooled exactly when their keys are equal. It ignores the manifest file's bytes,
+        so adding a column to a manifest (or receiving the same split from another lab) keeps cells comparable.
+        """
+        digest = hashlib.sha256()
+        for path, age in sorted(zip(self.paths, (f"{a:.3f}" for a in self.ages), strict=True)):
+            digest.update(f"{path}\t{age}\n".encode())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -153,9 +170,11 @@ def mean_of(values: list[Any]) -> float | None:
 def load_predictions(path: str | Path) -> Predictions:
     """A predictions.csv (columns path, age, pred, optional subject_id); torch-free twin of evaluate's reader."""
     paths, ages, preds, subjects = [], [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or [])
+        extra_names = [c for c in reader.fieldnames or [] if c not in _CORE_COLUMNS]
+        extra: dict[str, list[str]] = {c: [] for c in extra_names}
         missing = {"path", "age", "pred"} - columns
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
@@ -170,11 +189,14 @@ def load_predictions(path: str | Path) -> Predictions:
             preds.append(pred)
             paths.append(row["path"])
             subjects.append(row.get("subject_id") or "")
+            for c in extra_names:
+                extra[c].append(row.get(c) or "")
     return Predictions(
         paths=tuple(paths),
         ages=np.array(ages, dtype=np.float64),
         preds=np.array(preds, dtype=np.float64),
         subjects=tuple(subjects) if "subject_id" in columns else None,
+        columns={c: tuple(v) for c, v in extra.items()},
     )
 
 
