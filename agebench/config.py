@@ -60,6 +60,9 @@ class ModelSection:
     # results keep the plain backbone name. Otherwise results are named "<backbone>+<head>".
     head: dict[str, Any] | str | None = None
     age_range: tuple[int, int] | None = None  # [min_age, max_age] of integer-age heads; null: the training split's
+    # The name of another model of the same bench that this one ablates (e.g. the hybrid's trunk alone is the
+    # ablation of the hybrid): the leaderboard prints their paired test as that component's contribution.
+    ablation_of: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.head, dict) and not isinstance(self.head.get("name"), str):
@@ -299,6 +302,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("model", "head"): None,  # 0.3; None is the regression head every older cell used
     ("model", "age_range"): None,  # 0.3; only integer-age heads use it
     ("eval", "tta"): "none",  # 0.4; test-time augmentation
+    ("model", "ablation_of"): None,  # 0.5; a statement for the report, not a setting of the run
 }
 # Sections that only hold such keys: dropped from the hash when nothing in them differs from the default.
 HASH_NEUTRAL_SECTIONS = ("eval",)

@@ -23,7 +23,8 @@ from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError
 from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
-from agebench.validate import check_input_size, validate_fit_config
+from agebench.models.registry import regime_record
+from agebench.validate import check_input_size, regime_warning, validate_fit_config
 
 
 class EpochSeed(pl.Callback):
@@ -244,6 +245,9 @@ def fit(
         check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)  # one line if the size is at fault
         raise
     check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs, backbone=module.backbone)
+    warning = regime_warning(cfg.model.name, cfg.data.img_size, module.backbone)
+    if warning:
+        print(warning, flush=True)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -309,6 +313,8 @@ def fit(
         "tta": cfg.eval.tta,
         "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
         "config_hash": config_hash(resolved),
+        "regime": regime_record(module.backbone, cfg.data.img_size),
+        "ablation_of": cfg.model.ablation_of,
         "manifest_sha256": dm.manifest.sha256(),
         "checkpoint": str(best_path),
     }

@@ -224,11 +224,42 @@ def check_input_size(name: str, img_size: int, kwargs: dict[str, Any] | None = N
     _fail("data.img_size", img_size, f"model {name!r} cannot take {img_size} px images ({error}); {hint}")
 
 
+def regime_warning(name: str, img_size: int, backbone: Any) -> str | None:
+    """One line when ``backbone`` at ``img_size`` has its defining mechanism switched off (see ``Regime``)."""
+    from agebench.models.registry import backbone_regime
+
+    regime = backbone_regime(backbone, img_size)
+    reason = regime.degenerate if regime is not None else None
+    if reason is None:
+        return None
+    return (
+        f"agebench: warning: model {name!r} at {img_size} px is degenerate ({reason}): its defining mechanism is "
+        "off, so this run does not measure the architecture; use larger images or a finer grid"
+    )
+
+
+def _built(name: str, img_size: int, kwargs: dict[str, Any]) -> Any:
+    """The backbone without weights, or None where building fails (check_input_size then says why)."""
+    from agebench.models.registry import create_backbone
+
+    try:
+        return create_backbone(name, img_size=img_size, **{k: v for k, v in kwargs.items() if k != "pretrained"})
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, TypeError):
+        return None
+
+
 def validate_fit_config(cfg: FitConfig, *, probe_model: bool = True) -> None:
-    """:func:`check_fit_config`, then (``probe_model``) :func:`check_input_size` for its model."""
+    """:func:`check_fit_config`, then (``probe_model``) :func:`check_input_size` for its model, and a one-line
+    warning when the model is degenerate at that size."""
     check_fit_config(cfg)
     if probe_model:
-        check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)
+        backbone = _built(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)
+        check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs, backbone=backbone)
+        warning = regime_warning(cfg.model.name, cfg.data.img_size, backbone)
+        if warning:
+            print(warning, flush=True)
         if cfg.model.pretrained:
             from agebench.models.weights import ensure_available
 

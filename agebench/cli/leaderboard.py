@@ -88,6 +88,7 @@ TERMINAL_COLUMNS = [
     ("params", "params M", 6),
     ("latency", "lat. ms", 6),
     ("throughput", "img/s", 5),
+    ("regime", "regime", 8),
     ("flags", "flags", 5),
 ]
 
@@ -127,6 +128,10 @@ def print_table(rows, analysis=None) -> None:
     if analysis is not None:
         console.print(escape(analysis.legend()))
         print_comparisons(console, analysis)
+    from agebench.report.leaderboard import ablations
+
+    for ablation in ablations(rows, analysis):
+        console.print(f"[bold]ablation[/] {escape(ablation.text())}")
 
 
 def print_comparisons(console, analysis) -> None:

@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="rendering and age distribution (default, studio, snapshot; --list-styles describes them): two styles "
         "make a cross-dataset shift with no download",
     )
+    p.add_argument(
+        "--splits",
+        default="7/1/2",
+        help="subjects per age-sorted block of 10 dealt to train/val/test (default: 7/1/2; make bench: 5/1/4)",
+    )
     p.add_argument("--list-styles", action="store_true", help="describe the styles and exit")
     p.add_argument("--workers", type=int, default=None, help="processes to draw with (default: CPU cores, max 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from agebench.data.manifest import load_manifest
     from agebench.data.synth_styles import STYLES
-    from agebench.data.synthetic import generate, mae_floor, resolve_workers
+    from agebench.data.synthetic import generate, mae_floor, parse_splits, resolve_workers
     from agebench.errors import UserError
 
     if args.list_styles:
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise UserError("--out is required (the folder to write the data set to)")
+    splits = parse_splits(args.splits)
     start = time.perf_counter()
     manifest_path = generate(
         args.out,
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         cache_size=args.cache_size,
         style=args.style,
+        splits=splits,
     )
     elapsed = time.perf_counter() - start
     workers = resolve_workers(args.workers, args.n)

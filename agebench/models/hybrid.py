@@ -21,7 +21,16 @@ here is ConvNeXt-Tiny + one encoder layer of width 768 with 8 heads and PyTorch'
     total                                            33,571,937  (+0.45% of the paper's 33.42M)
 
 ``hybrid-atto`` puts a 2-layer, 160-wide encoder on ConvNeXt-Atto (320 channels, so the projection is
-exercised); it is for CPU smoke runs and tests.
+exercised); it is for CPU smoke runs and tests. ``hybrid-atto-trunk`` is the same module with ``depth=0``: the
+trunk's tokens, normalised and averaged by the same code, with no attention between them, so a paired test of
+the two measures what the encoder adds.
+
+Which map becomes tokens: ``trunk_stages`` keeps the first 1-4 ConvNeXt stages (stride 4, 8, 16, 32). The paper
+tokenises the last stage at 224 px, a 7 x 7 grid; at the CPU bench's 64 px that stage is 2 x 2 (4 tokens),
+too few for attention to mean anything, so the CPU bench keeps 3 stages: stride 16, a 4 x 4 grid of 16 tokens,
+the closest grid to the paper's that 64 px allows. Each token then covers 16 x 16 px of a 64 px face, a quarter
+of the face's width, as a paper token covers 32 of 224 px (a seventh). A cut trunk gets a fresh LayerNorm for
+the width it ends at.
 
 Options for training from scratch (the CPU bench uses both on hybrid-atto; the paper's hybrid keeps the
 defaults): ``pool="avg"`` averages the encoded tokens instead of reading a class token, and
@@ -39,19 +48,24 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.layers import resample_abs_pos_embed
+from timm.layers import LayerNorm2d, resample_abs_pos_embed
 from torch import nn
 
-from agebench.models.registry import register_backbone
+from agebench.models.registry import Regime, register_backbone
 
-_TRUNK_STRIDE = 32  # ConvNeXt: 4x4 stem, then three 2x downsamples
+_STEM_STRIDE = 4  # ConvNeXt: a 4x4 stem, then a 2x downsample before every stage after the first
 
 
-def _grid(img_size: int | tuple[int, int]) -> tuple[int, int]:
+def trunk_stride(stages: int) -> int:
+    """The stride of a ConvNeXt trunk cut after ``stages`` stages (4, 8, 16, 32 for 1..4)."""
+    return _STEM_STRIDE * 2 ** (stages - 1)
+
+
+def _grid(img_size: int | tuple[int, int], stride: int) -> tuple[int, int]:
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
-    if h < _TRUNK_STRIDE or w < _TRUNK_STRIDE:
-        raise ValueError(f"hybrid backbone needs images of at least {_TRUNK_STRIDE} px, got {h}x{w}")
-    return h // _TRUNK_STRIDE, w // _TRUNK_STRIDE
+    if h < stride or w < stride:
+        raise ValueError(f"hybrid backbone needs images of at least {stride} px, got {h}x{w}")
+    return h // stride, w // stride
 
 
 class ConvNeXtTransformer(nn.Module):
@@ -72,18 +86,32 @@ class ConvNeXtTransformer(nn.Module):
         pool: str = "cls",
         trunk_kwargs: dict[str, Any] | None = None,
         zero_init_residual: bool = False,
+        trunk_stages: int | None = None,
     ) -> None:
         super().__init__()
         if pool not in ("cls", "avg"):
             raise ValueError(f"hybrid pool must be 'cls' or 'avg', got {pool!r}")
+        if pool == "cls" and depth == 0:
+            raise ValueError("hybrid depth 0 (the trunk alone) needs pool='avg': a class token needs an encoder")
         from agebench.models.weights import create_timm_model
 
         self.trunk = create_timm_model(
             trunk, pretrained=pretrained, num_classes=0, drop_path_rate=drop_path_rate, **(trunk_kwargs or {})
         )
+        all_stages = len(self.trunk.stages)
+        self.trunk_stages = all_stages if trunk_stages is None else int(trunk_stages)
+        if not 1 <= self.trunk_stages <= all_stages:
+            raise ValueError(f"hybrid trunk_stages must be in 1..{all_stages}, got {trunk_stages!r}")
+        if self.trunk_stages < all_stages:  # tokenise an earlier, finer map: drop the later stages, norm anew
+            self.trunk.stages = self.trunk.stages[: self.trunk_stages]
+            width_at_cut = int(self.trunk.feature_info[self.trunk_stages - 1]["num_chs"])
+            self.trunk.feature_info = self.trunk.feature_info[: self.trunk_stages]
+            self.trunk.head.norm = LayerNorm2d(width_at_cut, eps=1e-6)
+            self.trunk.num_features = self.trunk.head_hidden_size = width_at_cut
+        self.stride = trunk_stride(self.trunk_stages)
         trunk_dim = int(self.trunk.num_features)
         self.proj: nn.Module = nn.Identity() if trunk_dim == width else nn.Linear(trunk_dim, width)
-        self.grid_size = _grid(img_size)
+        self.grid_size = _grid(img_size, self.stride)
         num_tokens = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
@@ -97,8 +125,12 @@ class ConvNeXtTransformer(nn.Module):
             batch_first=True,
             norm_first=True,
         )
-        # Nested tensors only help with padding masks, and warn with norm_first.
-        self.encoder = nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
+        # Nested tensors only help with padding masks, and warn with norm_first. Depth 0 is the trunk alone (the
+        # encoder's ablation): the same tokens, norm and pooling, no attention.
+        self.encoder: nn.Module = (
+            nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False) if depth else nn.Identity()
+        )
+        self.depth = depth
         self.norm = nn.LayerNorm(width)
         self.num_features = width
         # timm ViT initialisation for the new embeddings.
@@ -106,13 +138,20 @@ class ConvNeXtTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         if zero_init_residual:  # each encoder layer starts as the identity: training begins from the trunk alone
-            for enc_layer in self.encoder.layers:
+            for enc_layer in getattr(self.encoder, "layers", []):
                 for out in (enc_layer.self_attn.out_proj, enc_layer.linear2):
                     nn.init.zeros_(out.weight)
                     nn.init.zeros_(out.bias)
 
+    def regime(self, img_size: int) -> Regime:
+        """The encoder attends over the trunk's token grid (depth 0: no attention, the grid is the last map)."""
+        grid = _grid(img_size, self.stride)
+        if not self.depth:
+            return Regime(mechanism="convolution", grid=grid)
+        return Regime(mechanism="attention", grid=grid, tokens=grid[0] * grid[1])
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised last trunk map ``[B, C, H/32, W/32]``."""
+        """Normalised token map ``[B, C, H/stride, W/stride]`` (the last trunk stage kept)."""
         return self.trunk.head.norm(self.trunk.forward_features(x))
 
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -136,9 +175,18 @@ class ConvNeXtTransformer(nn.Module):
         return tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
 
 
+_ATTO = {"trunk": "convnext_atto", "width": 160, "depth": 2, "num_heads": 4, "mlp_dim": 320}
+
+
+@register_backbone(
+    "hybrid-atto-trunk",
+    default_kwargs={**_ATTO, "depth": 0, "pool": "avg"},
+    description="hybrid-atto without its encoder (depth 0): the ablation that measures the encoder",
+    small=True,
+)
 @register_backbone(
     "hybrid-atto",
-    default_kwargs={"trunk": "convnext_atto", "width": 160, "depth": 2, "num_heads": 4, "mlp_dim": 320},
+    default_kwargs=_ATTO,
     description="ConvNeXt-Atto + 2-layer 160-wide encoder, for CPU smoke runs",
     small=True,
 )

@@ -11,6 +11,10 @@ Backbone contract (a breaking change if it moves; the README repeats it):
 * If the factory has a parameter named ``img_size``, it receives the training image size (an ``int``);
   backbones with size-dependent parameters (position embeddings) need it, others may ignore it.
 * Built-in backbones also offer ``forward_features(x)`` (unpooled features, as in timm) for Grad-CAM.
+* Optional, since agebench 0.5: ``regime(img_size) -> Regime`` says what the backbone's defining mechanism sees
+  at that size: the tokens its attention mixes (patch or grid tokens, class tokens not counted) and its last
+  feature map's grid. The leaderboard shows it and flags a run ``degenerate`` where the mechanism is off
+  (:attr:`Regime.degenerate`); a backbone without it is shown as "unknown" and never flagged.
 
 Three sources of names, looked up in this order:
 
@@ -47,6 +51,59 @@ TIMM_PREFIX = "timm:"
 _BUILTIN_MODULES = ("agebench.models.convnext", "agebench.models.vit", "agebench.models.hybrid")
 
 Factory = Callable[..., nn.Module]
+# Below these an architecture's defining mechanism is off: attention over < 4 tokens is nearly a per-token MLP
+# (over one token exactly so), and a CNN whose last map is 1x1 pools nothing and sees no layout there.
+MIN_ATTENTION_TOKENS = 4
+MIN_CNN_GRID = 2
+
+
+@dataclass(frozen=True)
+class Regime:
+    """What a backbone's defining mechanism sees at one image size (the optional ``regime`` declaration).
+
+    ``mechanism`` is ``"attention"`` (a ViT, a hybrid's encoder: ``tokens`` is what attention mixes, class and
+    register tokens not counted) or ``"convolution"`` (``tokens`` None). ``grid`` is the last feature map's
+    rows x columns (a ViT's patch grid).
+    """
+
+    mechanism: str
+    grid: tuple[int, int]
+    tokens: int | None = None
+
+    @property
+    def degenerate(self) -> str | None:
+        """Why the mechanism is switched off at this size, or None when it is on."""
+        if self.mechanism == "attention" and (self.tokens or 0) < MIN_ATTENTION_TOKENS:
+            return f"attention over {self.tokens} token(s) (< {MIN_ATTENTION_TOKENS})"
+        if self.mechanism == "convolution" and min(self.grid) < MIN_CNN_GRID:
+            return f"last feature map {self.grid[0]}x{self.grid[1]} (< {MIN_CNN_GRID}x{MIN_CNN_GRID})"
+        return None
+
+    def record(self) -> dict[str, Any]:
+        """The metrics.json form (``regime``), read back by the leaderboard without importing models."""
+        return {
+            "mechanism": self.mechanism,
+            "tokens": self.tokens,
+            "grid": list(self.grid),
+            "degenerate": self.degenerate,
+        }
+
+
+def regime_record(module: nn.Module, img_size: int) -> dict[str, Any] | None:
+    """metrics.json's ``regime``: the declaration's record, or None ("unknown")."""
+    regime = backbone_regime(module, img_size)
+    return regime.record() if regime is not None else None
+
+
+def backbone_regime(module: nn.Module, img_size: int) -> Regime | None:
+    """The backbone's declared regime at ``img_size``; None ("unknown") when it declares none."""
+    declare = getattr(module, "regime", None)
+    if not callable(declare):
+        return None
+    regime = declare(img_size)
+    if regime is not None and not isinstance(regime, Regime):
+        raise UserError(f"backbone {type(module).__name__}: regime() must return a Regime, got {type(regime).__name__}")
+    return regime
 
 
 @dataclass(frozen=True)
@@ -200,6 +257,24 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def regime(self, img_size: int) -> Regime | None:
+        """Declared from timm's own description: a ViT's patch grid, a convnet's last ``feature_info`` stride.
+
+        Patch-embedding convolutions and ConvNeXt's strided stems have no padding, so the grid is the floor of
+        size / stride; a model that is neither (no patch embedding, no ``feature_info``) is "unknown".
+        """
+        patch_embed = getattr(self.model, "patch_embed", None)
+        patch = getattr(patch_embed, "patch_size", None)
+        if patch is not None and hasattr(self.model, "blocks"):
+            ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+            grid = (img_size // ph, img_size // pw)
+            return Regime(mechanism="attention", grid=grid, tokens=grid[0] * grid[1])
+        info = getattr(self.model, "feature_info", None)
+        if info:
+            stride = int(info[-1]["reduction"])
+            return Regime(mechanism="convolution", grid=(max(1, img_size // stride),) * 2)
+        return None
 
 
 def create_timm_backbone(

@@ -34,6 +34,7 @@ from torch import nn
 
 from agebench.data.synthetic_faces import EYE_CORNERS, FOREHEAD, HAIR, NASOLABIAL
 from agebench.errors import UserError
+from agebench.report.stats import bootstrap_interval, cluster_sums
 
 MASK_COLUMN = "mask"  # the synthetic generator's manifest column (agebench.data.synthetic)
 REGIONS = {"forehead": FOREHEAD, "eye_corners": EYE_CORNERS, "nasolabial": NASOLABIAL, "hair": HAIR}
@@ -141,12 +142,13 @@ def cam_layers(backbone: nn.Module, img_size: int | tuple[int, int], name: str =
     if isinstance(backbone, ConvNeXtTransformer):
         token_grid = _divided(size, int(backbone.trunk.feature_info[-1]["reduction"]))
         label, stage, to_nchw, stride = _stage_for(backbone.trunk, f"hybrid trunk of {name}", size)
-        encoder = backbone.encoder.layers[-1]
+        trunk = CamLayer(f"trunk ({label})", stage, to_nchw, _divided(size, stride))
+        layers = getattr(backbone.encoder, "layers", None)
+        if not layers:  # depth 0: the trunk alone (the encoder's ablation)
+            return [trunk]
+        # The encoder's map lives on its token grid (the tokenised trunk stage), whatever the image size.
         reshape = tokens_to_grid(backbone.num_prefix_tokens, token_grid)
-        return [
-            CamLayer("encoder (last layer)", encoder.norm1, reshape, token_grid),
-            CamLayer(f"trunk ({label})", stage, to_nchw, _divided(size, stride)),
-        ]
+        return [CamLayer("encoder (last layer)", layers[-1].norm1, reshape, token_grid), trunk]
     if isinstance(backbone, TimmBackbone):
         model = backbone.model
         if _is_vit(model):
@@ -167,8 +169,17 @@ def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
     return regions
 
 
-def attention_share(maps: np.ndarray, masks: list[np.ndarray | None]) -> dict[str, Any]:
-    """Mean share of map mass per region, and the regions' mean area share (a constant map's score)."""
+SHARE_RESAMPLES = 2000
+
+
+def attention_share(maps: np.ndarray, masks: list[np.ndarray | None], level: float = 0.95) -> dict[str, Any]:
+    """Mean share of map mass per region, and the regions' mean area share (a constant map's score).
+
+    ``share_ci`` is a BCa bootstrap interval over the explained images of each mean share; ``excess_ci`` that of
+    the per-image paired difference share - area, so "the model looks at age cues more than a constant map would"
+    holds at ``level`` when ``excess_ci`` lies above 0. Images are the resampling unit (faces of one synthetic
+    subject are treated as exchangeable; a few per subject). Needs at least 2 non-flat images.
+    """
     keys = [*REGIONS, "any"]
     share: dict[str, list[float]] = {k: [] for k in keys}
     area: dict[str, list[float]] = {k: [] for k in keys}
@@ -187,12 +198,24 @@ def attention_share(maps: np.ndarray, masks: list[np.ndarray | None]) -> dict[st
     def mean(values: list[float]) -> float | None:
         return round(float(np.mean(values)), 6) if values else None
 
-    return {
+    out: dict[str, Any] = {
         "n_images": len(share["any"]),
         "n_flat": n_flat,
         "share": {k: mean(v) for k, v in share.items()},
         "uniform_baseline": {k: mean(v) for k, v in area.items()},
+        "share_ci": {k: None for k in keys},
+        "excess_ci": {k: None for k in keys},
+        "ci_level": level,
     }
+    if len(share["any"]) >= 2:
+        s_arr = np.array([share[k] for k in keys]).T
+        values = np.concatenate([s_arr, s_arr - np.array([area[k] for k in keys]).T], axis=1)
+        iv = bootstrap_interval([cluster_sums(values)], SHARE_RESAMPLES, level, np.random.default_rng(0))
+        m = len(keys)
+        for j, k in enumerate(keys):
+            out["share_ci"][k] = [round(float(iv.low[j]), 6), round(float(iv.high[j]), 6)]
+            out["excess_ci"][k] = [round(float(iv.low[m + j]), 6), round(float(iv.high[m + j]), 6)]
+    return out
 
 
 def format_attention(entries: list[dict[str, Any]]) -> list[str]:
@@ -201,8 +224,20 @@ def format_attention(entries: list[dict[str, Any]]) -> list[str]:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
+    def interval(e: dict[str, Any]) -> str:
+        ci = (e.get("share_ci") or {}).get("any")
+        return f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else ""
+
+    def excess(e: dict[str, Any]) -> str:
+        ci = (e.get("excess_ci") or {}).get("any")
+        if not ci:
+            return ""
+        verdict = "above" if ci[0] > 0 else "below" if ci[1] < 0 else "not resolved from"
+        return f"; {verdict} uniform, excess CI [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points"
+
     return [
-        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])} of Grad-CAM mass in age-cue regions "
-        f"(uniform map: {pct(e['uniform_baseline']['any'])}; n={e['n_images']})"
+        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])}{interval(e)} of Grad-CAM mass in age-cue regions "
+        f"(uniform map: {pct(e['uniform_baseline']['any'])}; n={e['n_images']}, flat {e.get('n_flat', 0)}"
+        f"{excess(e)})"
         for e in entries
     ]

@@ -97,15 +97,22 @@ def _attention_table(cells: list[Cell]) -> list[str]:
     out = [
         "<h2>Where the models look (Grad-CAM attention share)</h2>",
         "<p>Share of Grad-CAM mass inside the regions where the synthetic generator draws age cues, averaged "
-        "over the explained test faces; in brackets, the share a constant (uniform) map would get, i.e. the "
-        "regions' area. A model that uses the cues scores above its bracket.</p>",
+        "over the explained test faces, with its 95% bootstrap interval over the images; in round brackets, the "
+        "share a constant (uniform) map would get, i.e. the regions' area. A model that uses the cues scores "
+        "above its round bracket.</p>",
         "<table><thead><tr><th>data set</th><th>model</th><th>seed</th><th>layer</th><th>images</th>",
     ]
     out += [f"<th>{escape(r.replace('_', ' '))}</th>" for r in ATTENTION_REGIONS] + ["</tr></thead><tbody>"]
     for cell, entry in rows:
         share, uniform = entry.get("share", {}), entry.get("uniform_baseline", {})
+        cis = entry.get("share_ci") or {}
+
+        def ci(region: str, cis: dict[str, Any] = cis) -> str:
+            bounds = cis.get(region)
+            return f" <small>[{pct(bounds[0])}, {pct(bounds[1])}]</small>" if bounds else ""
+
         values = "".join(
-            f"<td>{pct(share.get(r))} <small>({pct(uniform.get(r))})</small></td>" for r in ATTENTION_REGIONS
+            f"<td>{pct(share.get(r))}{ci(r)} <small>({pct(uniform.get(r))})</small></td>" for r in ATTENTION_REGIONS
         )
         out.append(
             f"<tr><td>{escape(cell.dataset)}</td><td>{escape(cell.model)}</td><td>{cell.seed}</td>"

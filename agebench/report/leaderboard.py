@@ -32,7 +32,10 @@ FLAG_SKIPPED = "skipped images"
 FLAG_CROSS_OVERLAP = "cross-eval overlap"
 FLAG_FOLDS = "folds pooled"
 FLAG_TTA = "tta flip"
+FLAG_DEGENERATE = "degenerate"
 FLAG_HELP = {
+    FLAG_DEGENERATE: "the model's defining mechanism is off at this image size (attention over < 4 tokens, or a "
+    "CNN whose last map is 1x1; column *regime*): the row does not measure the architecture it names",
     FLAG_TTA: "test predictions average each image and its mirror (eval.tta=flip): not comparable to single-view rows",
     FLAG_FOLDS: "a fold protocol (e.g. FG-NET leave-one-person-out): every image predicted once, by the model whose "
     "fold held it out; MAE over all images (the unweighted mean over folds is folds.fold_mean_mae in the JSON)",
@@ -59,6 +62,7 @@ DISPLAY_COLUMNS = [
     ("latency", "latency (ms, batch 1)"),
     ("throughput", "throughput (img/s)"),
     ("timed_on", "timed on"),
+    ("regime", "regime"),
     ("flags", "flags"),
 ]
 
@@ -84,6 +88,8 @@ class Row:
     train_throughput: float | None = None
     timed_on: str | None = None
     flags: tuple[str, ...] = ()
+    regime: str = ""  # what attention / the last map sees (Cell.regime_text); "" for references
+    ablation_of: str | None = None  # the row this one ablates (model.ablation_of)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     # Filled by agebench.report.significance.analyse: place in the data set's table, rank group, intervals.
@@ -135,6 +141,8 @@ class Row:
             "throughput": _round(self.throughput),
             "train_throughput": _round(self.train_throughput),
             "timed_on": self.timed_on,
+            "regime": self.cells[0].regime if self.cells else None,
+            "ablation_of": self.ablation_of,
             "flags": list(self.flags),
             "error": self.error,
             "cells": [c.rel for c in self.cells],
@@ -151,6 +159,7 @@ class Row:
                 "group": "",
                 "model": self.model,
                 "source": self.source,
+                "regime": self.regime,
                 "seeds": seeds,
                 "mae": f"{self.status}: {self.error}",
                 "mae_ci": "",
@@ -176,6 +185,7 @@ class Row:
             "group": _fmt(self.group, "{}") if self.group is not None or not measured else "–",
             "model": self.model,
             "source": self.source,
+            "regime": self.regime,
             "seeds": seeds,
             "mae": mae,
             "mae_ci": f"[{self.interval.mae[0]:.2f}, {self.interval.mae[1]:.2f}]" if self.interval else "",
@@ -217,6 +227,8 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_FOLDS)
     if cell.metrics.get("tta", "none") != "none":
         flags.append(FLAG_TTA if cell.metrics["tta"] == "flip" else f"tta {cell.metrics['tta']}")
+    if cell.degenerate:
+        flags.append(FLAG_DEGENERATE)
     return tuple(flags)
 
 
@@ -258,6 +270,8 @@ def pooled_row(cells: list[Cell]) -> Row:
         train_throughput=_mean(cells, "train_throughput"),
         timed_on="; ".join(timed_on) or None,
         flags=row_flags(cells),
+        regime=" / ".join(sorted({c.regime_text for c in cells})),
+        ablation_of=next((str(a) for c in cells if (a := c.metrics.get("ablation_of"))), None),
         warnings=[f"{c.rel}: {w}" for c in cells for w in c.warnings],
     )
 
@@ -281,6 +295,7 @@ def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
                     cells=tuple(members),
                     error=members[0].error,
                     flags=cell_flags(members[0]),
+                    regime=members[0].regime_text,
                 )
             )
     if reference != "none":
@@ -299,6 +314,87 @@ def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
                 )
             )
     return sorted(rows, key=Row.sort_key)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A row that ablates another (``model.ablation_of``) and their paired comparison, if the two could be paired.
+
+    ``delta`` is MAE(full) - MAE(ablation): negative when the component the ablation removes helps.
+    """
+
+    dataset: str
+    full: str
+    ablation: str
+    delta: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    level: float | None = None
+    reason: str | None = None  # why there is no comparison
+
+    def text(self) -> str:
+        head = f"{self.dataset}: {self.full} - {self.ablation} (its ablation)"
+        if self.delta is None or self.ci is None:
+            return f"{head}: not compared ({self.reason})"
+        helps = "the removed part helps" if self.ci[1] < 0 else "hurts" if self.ci[0] > 0 else "no resolved effect"
+        return (
+            f"{head} = {self.delta:+.2f} years, {self.level:.0%} CI [{self.ci[0]:+.2f}, {self.ci[1]:+.2f}], "
+            f"p {format_p(self.p_value)} (Holm {format_p(self.p_holm)}): {helps}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "full": self.full,
+            "ablation": self.ablation,
+            "delta_mae": _round(self.delta),
+            "ci_low": _round(self.ci[0]) if self.ci else None,
+            "ci_high": _round(self.ci[1]) if self.ci else None,
+            "p_value": _round(self.p_value),
+            "p_holm": _round(self.p_holm),
+            "level": self.level,
+            "reason": self.reason,
+        }
+
+
+def ablations(rows: list[Row], analysis: Analysis | None) -> list[Ablation]:
+    """Every measured row that names the row it ablates, with their paired test from ``analysis``."""
+    from agebench.report.significance import row_label
+
+    out = []
+    for row in rows:
+        if row.status != "ok" or not row.ablation_of:
+            continue
+        full = next(
+            (r for r in rows if r.dataset == row.dataset and r.model == row.ablation_of and r.status == "ok"), None
+        )
+        if full is None:
+            out.append(Ablation(row.dataset, row.ablation_of, row.model, reason="no finished row of that name"))
+            continue
+        comp = analysis.datasets.get(row.dataset) if analysis else None
+        a, b = row_label(full), row_label(row)
+        pair = comp.pair(a, b) if comp else None
+        sign = 1.0
+        if comp and pair is None:
+            pair, sign = comp.pair(b, a), -1.0
+        if pair is None:
+            out.append(Ablation(row.dataset, full.model, row.model, reason="the two rows could not be paired"))
+            continue
+        lo, hi = sorted((sign * pair.ci_low, sign * pair.ci_high))
+        out.append(
+            Ablation(
+                row.dataset,
+                full.model,
+                row.model,
+                delta=sign * pair.delta,
+                ci=(lo, hi),
+                p_value=pair.p_value,
+                p_holm=pair.p_holm,
+                level=pair.level,
+            )  # fmt: skip
+        )
+    return out
 
 
 def cell_record(cell: Cell) -> dict[str, Any]:
@@ -327,6 +423,7 @@ def to_json(
         "format_version": FORMAT_VERSION,
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
+        "ablations": [a.to_dict() for a in ablations(rows, analysis)],
         "statistics": analysis.to_dict() if analysis else None,
         "cross_matrix": cross,
         "cells": [cell_record(c) for c in cells],
@@ -439,6 +536,9 @@ def to_markdown(
     if analysis is not None:
         lines[-1:-1] = ["", analysis.legend()]
         lines += [f"- {_md_cell(c.summary(analysis.config.alpha))}" for c in analysis.datasets.values()] + [""]
+    found = ablations(rows, analysis)
+    if found:
+        lines += ["## Ablations", ""] + [f"- {_md_cell(a.text())}" for a in found] + [""]
     used = sorted({f for r in rows for f in r.flags})
     if used:
         lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]

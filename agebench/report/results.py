@@ -104,6 +104,28 @@ class Cell:
         return bool(self.metrics.get("subject_exclusive", True))
 
     @property
+    def regime(self) -> dict[str, Any] | None:
+        """The backbone's declared regime (metrics.json ``regime``, agebench 0.5); None: unknown."""
+        reg = self.metrics.get("regime")
+        return reg if isinstance(reg, dict) else None
+
+    @property
+    def regime_text(self) -> str:
+        """``16 tokens (4x4)`` for attention, ``grid 2x2`` for a CNN's last map, ``unknown`` undeclared."""
+        reg = self.regime
+        grid = reg.get("grid") if reg else None
+        if not reg or not isinstance(grid, list) or len(grid) != 2:
+            return "unknown"
+        if reg.get("mechanism") == "attention":
+            return f"{reg.get('tokens')} tokens ({grid[0]}x{grid[1]})"
+        return f"grid {grid[0]}x{grid[1]}"
+
+    @property
+    def degenerate(self) -> str | None:
+        reg = self.regime
+        return str(reg["degenerate"]) if reg and reg.get("degenerate") else None
+
+    @property
     def provenance(self) -> dict[str, Any]:
         prov = self.metrics.get("provenance")
         return prov if isinstance(prov, dict) else {}
