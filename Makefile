@@ -6,10 +6,12 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE ?= 1
 
 SYNTH_DIR ?= data/synth
+BENCH_SYNTH_DIR ?= data/synth-bench
 RESULTS ?= results
+EXPLAIN_N ?= 128
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format bench bench-cross synth clean
+.PHONY: help install test test-all lint format bench bench-cross synth synth-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,9 +38,12 @@ format: ## ruff format and autofix
 synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
 	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
 
-bench: synth ## train the 3 small models on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
+synth-bench: ## the benchmark's synthetic set (8,000 faces, 40% of the subjects in test, masks, 64 px cache) under $(BENCH_SYNTH_DIR)
+	@test -f $(BENCH_SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(BENCH_SYNTH_DIR) --n 8000 --seed 0 --splits 5/1/4 --masks --cache-size 64
+
+bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeXt, ViT) on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
-	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n 32 --out $(RESULTS)/explain
+	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n $(EXPLAIN_N) --out $(RESULTS)/explain
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
 CROSS_N ?= 2500
@@ -49,4 +54,4 @@ bench-cross: ## cross-dataset matrix on two synthetic styles (studio, snapshot):
 	$(BIN)/agebench leaderboard $(RESULTS)-cross --format all --out $(RESULTS)-cross
 
 clean: ## remove generated data, runs and results (keeps .venv)
-	rm -rf data/synth data/synth-studio data/synth-snapshot runs results results-cross lightning_logs
+	rm -rf data/synth data/synth-bench data/synth-studio data/synth-snapshot runs results results-cross lightning_logs

@@ -148,6 +148,41 @@ def test_attention_share_measures_mass_inside_regions():
     assert base == pytest.approx(EXPECTED_AREA, abs=1e-6)
 
 
+def test_attention_share_intervals_cover_the_share_and_say_when_it_beats_a_constant_map():
+    mask = region_mask()
+    inside = ((mask & FOREHEAD) > 0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    # 40 maps: all mass on the forehead plus noise; 40 constant maps, which score exactly their region's area
+    focused = np.stack([inside + 0.05 * rng.random(inside.shape, dtype=np.float32) for _ in range(40)])
+    result = cam_targets.attention_share(focused, [mask] * 40)
+    lo, hi = result["share_ci"]["forehead"]
+    assert lo <= result["share"]["forehead"] <= hi and hi - lo < 0.05
+    assert result["excess_ci"]["forehead"][0] > 0.5 and result["ci_level"] == 0.95
+    constant = cam_targets.attention_share(np.ones((40, *inside.shape), np.float32), [mask] * 40)
+    assert constant["excess_ci"]["any"] == pytest.approx([0.0, 0.0], abs=1e-9)  # the uniform share, exactly
+    (line,) = cam_targets.format_attention([{"model": "m", "label": "l", **result}])
+    assert "above uniform, excess CI [+" in line and "flat 0" in line
+    one = cam_targets.attention_share(focused[:1], [mask])
+    assert one["share_ci"]["any"] is None  # one image: no interval
+
+
+def test_the_hybrid_encoder_is_explained_on_its_token_grid_and_its_trunk_alone_at_the_trunk():
+    from agebench.models import build_model
+    from agebench.report.cam_targets import cam_layers
+
+    hybrid, _ = build_model("hybrid-atto", img_size=64, trunk_stages=3, pool="avg")
+    encoder, trunk = cam_layers(hybrid, 64)
+    assert (encoder.label, encoder.grid, trunk.label, trunk.grid) == (
+        "encoder (last layer)",
+        (4, 4),
+        "trunk (last stage)",
+        (4, 4),
+    )
+    assert encoder.reshape(torch.randn(2, 16, 160)).shape == (2, 160, 4, 4)
+    alone, _ = build_model("hybrid-atto-trunk", img_size=64, trunk_stages=3)
+    assert [(layer.label, layer.grid) for layer in cam_layers(alone, 64)] == [("trunk (last stage)", (4, 4))]
+
+
 def test_masks_follow_the_image_through_resize_and_centre_crop(tmp_path):
     """A non-square image is resized and centre-cropped: the nearest-neighbour mask must stay on the same pixels."""
     rows = []

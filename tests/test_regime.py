@@ -76,8 +76,13 @@ def test_timm_backbones_declare_from_timms_own_description() -> None:
     assert check_declared("timm:vit_tiny_patch16_224", 64).tokens == 16
 
 
-def test_the_small_hybrid_tokenises_an_earlier_stage_for_a_finer_grid() -> None:
+def test_the_small_hybrid_keeps_a_finer_grid_without_its_last_downsampling() -> None:
     assert check_declared("hybrid-atto", 64) == Regime("attention", (2, 2), 4)
+    assert check_declared("hybrid-atto", 64, last_downsample=False) == Regime("attention", (4, 4), 16)
+    whole, kept = create_backbone("hybrid-atto", img_size=64), create_backbone("hybrid-atto", last_downsample=False)
+    shapes = [(k, tuple(v.shape)) for k, v in whole.trunk.state_dict().items()]
+    assert shapes == [(k, tuple(v.shape)) for k, v in kept.trunk.state_dict().items()]  # the same trunk weights
+    assert check_declared("hybrid-atto-trunk", 64, last_downsample=False) == Regime("convolution", (4, 4))
     assert check_declared("hybrid-atto", 64, trunk_stages=3) == Regime("attention", (4, 4), 16)
     assert check_declared("hybrid-atto-trunk", 64, trunk_stages=3) == Regime("convolution", (4, 4))
     with pytest.raises(ValueError, match="trunk_stages must be in 1..4"):

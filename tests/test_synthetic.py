@@ -96,6 +96,26 @@ def test_splits_are_age_stratified_so_test_ages_look_like_train_ages(seed: int) 
             assert abs(here - train) < tolerance, (split, lo, here, train)
 
 
+def test_a_larger_test_split_keeps_the_subjects_and_their_ages() -> None:
+    default, _ = plan(3000, 0, 64, 2.5, masks=False)
+    wide, _ = plan(3000, 0, 64, 2.5, masks=False, splits=(5, 1, 4))
+    assert [(r["path"], r["age"], r["subject_id"]) for r in default] == [
+        (r["path"], r["age"], r["subject_id"]) for r in wide
+    ]  # the same people at the same ages, only dealt differently
+    subjects = {s: {r["subject_id"] for r in wide if r["split"] == s} for s in ("train", "val", "test")}
+    n = sum(len(v) for v in subjects.values())
+    assert {s: len(v) / n for s, v in subjects.items()} == pytest.approx(
+        {"train": 0.5, "val": 0.1, "test": 0.4}, abs=0.01
+    )
+    assert synthetic.parse_splits("5/1/4") == (5, 1, 4)
+
+
+@pytest.mark.parametrize("text", ["5/1/3", "7/0/3", "a/b/c", "7/3"])
+def test_bad_splits_are_one_line_exit_2(text: str, tmp_path: Path, capsys) -> None:
+    assert main(["synth", "--out", str(tmp_path / "x"), "--n", "20", "--splits", text, "--quiet"]) == 2
+    assert "--splits" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("n", [10, 11, 17, 25])
 def test_tiny_sets_still_get_every_split(n: int) -> None:
     rows, _ = plan(n, 0, 32, 2.5, masks=False)
