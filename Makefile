@@ -27,9 +27,10 @@ test: ## run the default test suite (excludes tests marked slow)
 test-all: ## run every test, slow ones included
 	$(BIN)/python -m pytest -q
 
-lint: ## ruff check and format check
+lint: ## ruff check and format check; lint-imports: the module layers of pyproject's [tool.importlinter]
 	$(BIN)/ruff check agebench tests scripts
 	$(BIN)/ruff format --check agebench tests scripts
+	$(BIN)/lint-imports
 
 format: ## ruff format and autofix
 	$(BIN)/ruff format agebench tests scripts

@@ -70,7 +70,7 @@ class LoadedRun:
 
 def load(run_dir: str | os.PathLike[str], model: Any = None) -> LoadedRun:
     """A result cell's best checkpoint (or ``model``, already loaded from it) with its eval preprocessing."""
-    from agebench.report.explain import load_regressor, run_checkpoint
+    from agebench.runs import load_regressor, run_checkpoint
 
     ckpt, data = run_checkpoint(run_dir)
     model = load_regressor(ckpt) if model is None else model

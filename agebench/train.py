@@ -24,7 +24,7 @@ from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError
 from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
 from agebench.models.registry import regime_record
-from agebench.validate import check_input_size, regime_warning, validate_fit_config
+from agebench.validate import check_input_size, head_settings, regime_warning, validate_fit_config
 
 
 class EpochSeed(pl.Callback):
@@ -83,38 +83,6 @@ def build_datamodule(cfg: FitConfig) -> AgeDataModule:
         use_cache=d.use_cache,
         on_bad_image=d.on_bad_image,
     )
-
-
-def head_settings(cfg: FitConfig, train_ages: np.ndarray | None = None) -> tuple[dict[str, Any], list[int] | None]:
-    """The head as built: ``{"name", **resolved kwargs}`` (config keys, then context values the factory names),
-    and the age range (``model.age_range``, else the training split's floor/ceil; None before data is read)."""
-    from agebench.models.heads import DEFAULT_HEAD, age_range_of, head_context, resolve_head_kwargs
-
-    m, o = cfg.model, cfg.optim
-    standardize = o.standardize_targets and train_ages is not None
-    context = head_context(
-        hidden=m.head_hidden,
-        dropout=m.head_dropout,
-        loss=o.loss,
-        loss_kwargs=o.loss_kwargs,
-        age_mean=float(train_ages.mean()) if standardize else 0.0,
-        age_std=float(train_ages.std() or 1.0) if standardize else 1.0,
-    )
-    name = m.head_name or DEFAULT_HEAD
-    kwargs = resolve_head_kwargs(name, m.head_kwargs, context)
-    if m.age_range is not None:
-        age_range = list(m.age_range)
-    else:
-        age_range = list(age_range_of(train_ages)) if train_ages is not None and len(train_ages) else None
-    return {"name": name, **kwargs}, age_range
-
-
-def check_head_config(cfg: FitConfig) -> None:
-    """Fail before any data is read when the head is unknown or its settings are bad (one-line UserError)."""
-    from agebench.models.heads import check_head
-
-    head, age_range = head_settings(cfg)
-    check_head(head.pop("name"), head, age_range, {})
 
 
 def head_record(module: torch.nn.Module) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agebench.config import ConfigError, FitConfig
 from agebench.data.datamodule import ON_BAD_IMAGE
 from agebench.errors import UserError
@@ -176,8 +178,6 @@ def check_fit_config(cfg: FitConfig) -> None:
     with _key("optim.loss"):
         build_loss(o.loss, **o.loss_kwargs)
 
-    from agebench.train import check_head_config  # lazy: train imports this module
-
     with _key("model.head"):
         check_head_config(cfg)
 
@@ -185,6 +185,38 @@ def check_fit_config(cfg: FitConfig) -> None:
         _fail("logger.kind", cfg.logger.kind, f"expected one of {', '.join(LOGGERS)}")
     check_trainer(cfg.trainer)
     check_creatable_dir("out_dir", cfg.out_dir)
+
+
+def head_settings(cfg: FitConfig, train_ages: np.ndarray | None = None) -> tuple[dict[str, Any], list[int] | None]:
+    """The head as built: ``{"name", **resolved kwargs}`` (config keys, then context values the factory names),
+    and the age range (``model.age_range``, else the training split's floor/ceil; None before data is read)."""
+    from agebench.models.heads import DEFAULT_HEAD, age_range_of, head_context, resolve_head_kwargs
+
+    m, o = cfg.model, cfg.optim
+    standardize = o.standardize_targets and train_ages is not None
+    context = head_context(
+        hidden=m.head_hidden,
+        dropout=m.head_dropout,
+        loss=o.loss,
+        loss_kwargs=o.loss_kwargs,
+        age_mean=float(train_ages.mean()) if standardize else 0.0,
+        age_std=float(train_ages.std() or 1.0) if standardize else 1.0,
+    )
+    name = m.head_name or DEFAULT_HEAD
+    kwargs = resolve_head_kwargs(name, m.head_kwargs, context)
+    if m.age_range is not None:
+        age_range = list(m.age_range)
+    else:
+        age_range = list(age_range_of(train_ages)) if train_ages is not None and len(train_ages) else None
+    return {"name": name, **kwargs}, age_range
+
+
+def check_head_config(cfg: FitConfig) -> None:
+    """Fail before any data is read when the head is unknown or its settings are bad (one-line UserError)."""
+    from agebench.models.heads import check_head
+
+    head, age_range = head_settings(cfg)
+    check_head(head.pop("name"), head, age_range, {})
 
 
 def _fits(name: str, img_size: int, kwargs: dict[str, Any], backbone: Any = None) -> str | None:
@@ -261,7 +293,7 @@ def validate_fit_config(cfg: FitConfig, *, probe_model: bool = True) -> None:
         if warning:
             print(warning, flush=True)
         if cfg.model.pretrained:
-            from agebench.models.weights import ensure_available
+            from agebench.models.fetch import ensure_available
 
             kwargs = {"img_size": cfg.data.img_size, **cfg.model.kwargs}
             ensure_available(cfg.model.name, cfg.model.weights_dir, **kwargs)

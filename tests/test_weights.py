@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from agebench.cli import main
 from agebench.errors import UserError
 from agebench.models import build_model
+from agebench.models import fetch as F
 from agebench.models import weights as W
 from agebench.models.registry import list_backbones
 
@@ -46,15 +47,15 @@ def offline(monkeypatch):
 
 
 def test_timm_names_are_what_each_builtin_is_built_from():
-    assert W.timm_names("convnext-atto") == ["convnext_atto"]
-    assert W.timm_names("hybrid-atto") == ["convnext_atto"]
-    assert W.timm_names("vit-tiny", img_size=32) == ["vit_tiny_patch16_224"]
+    assert F.timm_names("convnext-atto") == ["convnext_atto"]
+    assert F.timm_names("hybrid-atto") == ["convnext_atto"]
+    assert F.timm_names("vit-tiny", img_size=32) == ["vit_tiny_patch16_224"]
     assert W.weight_spec("convnext_atto").key == "convnext_atto.d2_in1k"
 
 
 def test_fetch_then_load_from_weights_dir_offline(tmp_path, offline, capsys):
     to = tmp_path / "weights"
-    index = W.fetch(["convnext-atto", "hybrid-atto"], to, download=fake_download(tmp_path), log=lambda s: None)
+    index = F.fetch(["convnext-atto", "hybrid-atto"], to, download=fake_download(tmp_path), log=lambda s: None)
     assert (to / "convnext_atto.d2_in1k.safetensors").is_file()
     assert index["convnext_atto.d2_in1k"]["models"] == ["convnext-atto", "hybrid-atto"]
     assert len(index["convnext_atto.d2_in1k"]["sha256"]) == 64

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agebench import atomic
+from agebench.bench.targets import target_settings_hash
 from agebench.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -102,7 +103,7 @@ def missing_targets(spec: dict[str, Any], record: dict[str, Any]) -> dict[str, d
 @functools.lru_cache(maxsize=256)
 def _manifest_sha256(path: str, mtime_ns: int, size: int) -> str:
     """A target manifest's sha256, read once per file version: the runner asks for every cell x target."""
-    from agebench.data.manifest import file_sha256
+    from agebench.hashing import file_sha256
 
     return file_sha256(path)
 
@@ -110,17 +111,6 @@ def _manifest_sha256(path: str, mtime_ns: int, size: int) -> str:
 def dropped_targets(spec: dict[str, Any], record: dict[str, Any]) -> list[str]:
     """Targets ``record`` holds that ``spec`` no longer names: metrics.json loses them (their files stay)."""
     return sorted(set(record.get("cross") or {}) - set(spec.get("cross") or {}))
-
-
-TARGET_SETTINGS = ("manifest", "root", "img_size", "crop_pct", "use_cache")  # what a target's predictions depend on
-
-
-def target_settings_hash(data: dict[str, Any]) -> str:
-    """sha256 of the target settings that change its predictions (not batch sizes or workers)."""
-    import hashlib
-
-    text = json.dumps({k: data.get(k) for k in TARGET_SETTINGS}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cross_evaluate(
@@ -167,7 +157,7 @@ def _try_cross(spec: dict[str, Any], cfg: Any, module: Any, record: dict[str, An
 def add_cross_results(cell_dir: Path, spec: dict[str, Any], record: dict[str, Any]) -> int:
     """A finished cell gains the targets it lacks: its best checkpoint predicts them; nothing is retrained."""
     from agebench.config import FitConfig, from_dict
-    from agebench.report.explain import load_regressor
+    from agebench.runs import load_regressor
 
     cfg = from_dict(FitConfig, spec["fit"])
     best = cell_dir / "checkpoints" / "best.ckpt"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agebench.bench.cell import target_settings_hash
+from agebench.bench.targets import target_settings_hash
 from agebench.data.datamodule import AgeDataModule
 from agebench.data.manifest import Manifest
 from agebench.evaluate import metrics_from_predictions, predict, write_predictions

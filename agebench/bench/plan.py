@@ -245,6 +245,6 @@ def _target_data(cfg: BenchConfig, target: str, fit: FitConfig) -> dict[str, Any
 
 def _check_head(fit: FitConfig) -> None:
     """Unknown heads and bad head settings fail here, in one line, before any cell starts (imports torch)."""
-    from agebench.train import check_head_config
+    from agebench.validate import check_head_config
 
     check_head_config(fit)

@@ -41,7 +41,7 @@ def _cells(cells, dataset: str, model: str, results: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agebench.report.results import load_cells
+    from agebench.report.folds import load_cells
     from agebench.report.significance import PairingError, compare
 
     cfg = stats_config(args)

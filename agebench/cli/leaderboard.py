@@ -128,7 +128,7 @@ def print_table(rows, analysis=None) -> None:
     if analysis is not None:
         console.print(escape(analysis.legend()))
         print_comparisons(console, analysis)
-    from agebench.report.leaderboard import ablations
+    from agebench.report.tables import ablations
 
     for ablation in ablations(rows, analysis):
         console.print(f"[bold]ablation[/] {escape(ablation.text())}")

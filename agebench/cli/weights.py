@@ -52,7 +52,8 @@ def _from_config(path: str) -> list[tuple[str, dict, str | None]]:
 
 def run(args: argparse.Namespace) -> int:
     from agebench.errors import UserError
-    from agebench.models.weights import fetch, timm_names, weight_spec, where
+    from agebench.models.fetch import fetch, timm_names
+    from agebench.models.weights import weight_spec, where
 
     if args.action == "fetch":
         if not args.models or not args.to:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agebench.data.faces import Quad, warp_quad
+from agebench.data.warp import Quad, warp_quad
 
 # ArcFace's 5-point template for a 112 x 112 crop: left eye, right eye, nose tip, left and right mouth corner
 # (left/right as seen in the image).
@@ -66,7 +66,7 @@ def invert(matrix: np.ndarray) -> np.ndarray:
 def aligned_quad(landmarks: np.ndarray, margin: float = 0.0) -> Quad:
     """The source-image quad (TL, TR, BR, BL) whose upright square puts ``landmarks`` on the template.
 
-    Independent of the output size: warp it to any size with :func:`agebench.data.faces.warp_quad`.
+    Independent of the output size: warp it to any size with :func:`agebench.data.warp.warp_quad`.
     """
     to_unit = similarity(landmarks, template(1.0, margin))
     corners = apply(invert(to_unit), np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64))

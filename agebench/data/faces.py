@@ -23,12 +23,11 @@ import cv2
 import numpy as np
 
 from agebench.data.images import read_rgb
+from agebench.data.warp import Quad, warp_quad
 from agebench.errors import UserError
 
-Quad = tuple[float, ...]
 DETECTOR_MARGIN = 0.25  # default margin around a detector box (fraction of its side, each side)
 BBOX_MARGIN = 0.0  # default margin around a protocol's box: the benchmark's box as given
-BORDERS = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
 
 def box_quad(x: float, y: float, w: float, h: float, margin: float = 0.0) -> Quad:
@@ -70,28 +69,6 @@ def parse_quad(text: str) -> Quad | None:
     if len(values) != 8:
         raise ValueError(f"crop {text!r}: expected 8 numbers")
     return values
-
-
-def warp_quad(image: np.ndarray, quad: Quad, size: int, border: str = "replicate") -> np.ndarray:
-    """Warp the quad to an upright ``size`` x ``size`` image (TL -> top-left, TR -> top-right, BL -> bottom-left).
-
-    Large downscales first shrink the image with INTER_AREA, since a bilinear warp alone would alias.
-    """
-    pts = np.asarray(quad, np.float64).reshape(4, 2)
-    side = max(np.linalg.norm(pts[1] - pts[0]), np.linalg.norm(pts[3] - pts[0]))
-    factor = side / size
-    if factor > 2:
-        h, w = image.shape[:2]
-        new_w, new_h = max(1, round(w / factor)), max(1, round(h / factor))
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        pts = pts * np.array([new_w / w, new_h / h])
-    ex, ey = (pts[1] - pts[0]) / size, (pts[3] - pts[0]) / size
-    # dst pixel u (centre u + 0.5) <- src continuous TL + (u + 0.5) ex; warpAffine samples pixel centres at integers.
-    offset = pts[0] + 0.5 * (ex + ey) - 0.5
-    matrix = np.array([[ex[0], ey[0], offset[0]], [ex[1], ey[1], offset[1]]])
-    return cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=BORDERS[border]
-    )
 
 
 def crop(image: np.ndarray, quad: Quad | None, size: int, border: str = "replicate") -> np.ndarray:

@@ -8,7 +8,6 @@ Every problem a user can cause is a :class:`ManifestError`: one line naming the 
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 from collections import defaultdict
@@ -18,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from agebench.atomic import atomic_open
 from agebench.errors import UserError
+from agebench.hashing import file_sha256
 
 REQUIRED_COLUMNS = ("path", "age", "subject_id", "split")
 SPLITS = ("train", "val", "test")
@@ -69,14 +69,6 @@ class Manifest:
 
     def sha256(self) -> str:
         return file_sha256(self.file)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_relative(path: str, where: str) -> None:

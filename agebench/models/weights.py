@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
-import shutil
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ INDEX = "weights.json"
 
 _WEIGHTS_DIR: ContextVar[Path | None] = ContextVar("agebench_weights_dir", default=None)
 _MODEL_NAME: ContextVar[str | None] = ContextVar("agebench_model_name", default=None)
-_RECORDED: ContextVar[list[str] | None] = ContextVar("agebench_timm_names", default=None)
+RECORDED: ContextVar[list[str] | None] = ContextVar("agebench_timm_names", default=None)
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def create_timm_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> 
     """``timm.create_model`` with the lookup order of this module for pretrained weights."""
     import timm
 
-    recorded = _RECORDED.get()
+    recorded = RECORDED.get()
     if recorded is not None:
         recorded.append(name)
     if pretrained:
@@ -176,30 +174,6 @@ def weights_source(model_name: str, weights_dir: str | os.PathLike[str] | None) 
         _MODEL_NAME.reset(tokens[1])
 
 
-def timm_names(model_name: str, **kwargs: Any) -> list[str]:
-    """The timm models (with the weights they would load) that backbone ``model_name`` is built from.
-
-    Found by building it without weights and recording every :func:`create_timm_model` call.
-    """
-    from agebench.models.registry import create_backbone
-
-    kwargs.pop("pretrained", None)
-    token = _RECORDED.set([])
-    try:
-        create_backbone(model_name, **kwargs)
-        return list(dict.fromkeys(_RECORDED.get() or []))
-    finally:
-        _RECORDED.reset(token)
-
-
-def ensure_available(model_name: str, weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
-    """UserError (the one :func:`pretrained_kwargs` would raise mid-build) if ``pretrained=True`` on
-    ``model_name`` could not get its weights here; for checking a whole bench before its first cell."""
-    with weights_source(model_name, weights_dir):
-        for name in timm_names(model_name, **kwargs):
-            pretrained_kwargs(name)
-
-
 # ---------------------------------------------------------------- fetching ahead (on a machine with network)
 
 
@@ -216,39 +190,3 @@ def download_hub_file(spec: WeightSpec) -> Path:
         except Exception as err:  # noqa: BLE001 - try the next file name; all failures are reported below
             errors.append(f"{filename}: {type(err).__name__}")
     raise UserError(f"cannot download {spec.hf_hub_id} ({'; '.join(errors)}); is there network here?")
-
-
-def fetch(
-    models: list[str],
-    to: str | os.PathLike[str],
-    *,
-    download: Callable[[WeightSpec], Path] = download_hub_file,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Put the weights every listed agebench model needs into ``to`` and update ``to/weights.json``."""
-    from agebench import atomic
-    from agebench.data.manifest import file_sha256
-
-    to = Path(to)
-    to.mkdir(parents=True, exist_ok=True)
-    index_file = to / INDEX
-    index = json.loads(index_file.read_text()) if index_file.is_file() else {}
-    for model in models:
-        for name in timm_names(model):
-            spec = weight_spec(name)
-            present = local_file(spec, to)
-            if present is None:
-                source = download(spec)
-                present = to / f"{spec.key}{source.suffix if source.suffix in LOCAL_SUFFIXES else '.bin'}"
-                tmp = present.with_name(f".{present.name}.part")
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, present)
-                log(f"fetched {spec.key} for {model} -> {present}")
-            else:
-                log(f"{spec.key} for {model}: already in {to}")
-            entry = index.setdefault(spec.key, {"hf_hub_id": spec.hf_hub_id, "url": spec.url, "models": []})
-            entry["file"] = present.name
-            entry["sha256"] = file_sha256(present)
-            entry["models"] = sorted({*entry["models"], model})
-    atomic.write_json(index_file, dict(sorted(index.items())))
-    return index

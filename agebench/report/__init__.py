@@ -14,9 +14,11 @@ from pathlib import Path
 from agebench.atomic import write_text
 from agebench.errors import UserError
 from agebench.report import matrix as cross
-from agebench.report.leaderboard import Row, build_rows, pairs_csv, to_csv, to_json, to_markdown
-from agebench.report.results import Cell, load_cells
+from agebench.report.folds import load_cells
+from agebench.report.leaderboard import Row, build_rows, to_csv
+from agebench.report.results import Cell
 from agebench.report.significance import Analysis, StatsConfig, analyse
+from agebench.report.tables import pairs_csv, to_json, to_markdown
 
 FORMATS = ("md", "csv", "json", "html", "all")
 _SUFFIX = {".md": "md", ".csv": "csv", ".json": "json", ".html": "html", ".htm": "html"}

@@ -25,15 +25,12 @@ Written to the explain folder (``<cell>/explain/`` by default):
 from __future__ import annotations
 
 import csv
-import inspect
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from agebench.atomic import atomic_open, write_json
 from agebench.data import transforms as T
@@ -41,6 +38,7 @@ from agebench.data.datamodule import AgeDataModule, FaceAgeDataset
 from agebench.data.manifest import Manifest, Record
 from agebench.errors import UserError
 from agebench.report.cam_targets import MASK_COLUMN, ExplainedAge, PredictedAge, attention_share, cam_layers
+from agebench.runs import load_regressor, run_checkpoint
 
 GRID_PNG, ATTENTION_JSON = "gradcam.png", "attention.json"
 MAX_GRID_ROWS = 16  # more explained faces still count in attention.json; the figure shows an even spread
@@ -87,25 +85,6 @@ class Explanation:
     layers: list[LayerMaps]
 
 
-def load_regressor(ckpt: Path):
-    """An AgeRegressor rebuilt from a checkpoint's own hyper-parameters (no pretrained download), in eval mode."""
-    from agebench.models import AgeRegressor
-
-    if not ckpt.is_file():
-        raise UserError(f"{ckpt}: checkpoint not found")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"{ckpt}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
-    hp = dict(state.get("hyper_parameters") or {})
-    if "model_config" not in hp or "state_dict" not in state:
-        raise UserError(f"{ckpt}: not an agebench checkpoint (no model_config in its hyper-parameters)")
-    accepted = inspect.signature(AgeRegressor.__init__).parameters
-    model = AgeRegressor(**{k: v for k, v in hp.items() if k in accepted and k not in ("backbone", "head")})
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
-
-
 def open_run(
     ckpt: Path,
     manifest: str | Path,
@@ -138,20 +117,6 @@ def open_run(
     if not data.records:
         raise UserError(f"{manifest}: the test split is empty")
     return Run(model_name or str(config["name"]), dataset or manifest.parent.name, model, data, dm.manifest, run_dir)
-
-
-def run_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """A result cell's best (else last) checkpoint and the ``data`` section of its config.yaml."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: result folder not found")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir}: no config.yaml, so not a result folder of `agebench fit` or `agebench bench`")
-    data = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("data") or {}
-    ckpt = next((p for p in (run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()), None)
-    if ckpt is None:
-        raise UserError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt")
-    return ckpt, data
 
 
 def load_run(run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None) -> Run:

@@ -6,17 +6,20 @@ once, by the model whose fold held its person out, so the folds' predictions tog
 image of the whole set. The pooled MAE (total error over all images) is the figure LOPO papers report; the
 unweighted mean over folds is kept beside it (``folds.fold_mean_mae``). Intervals and paired tests then
 resample people across the whole set, as for any other data set. A protocol whose folds' test splits overlap
-(k-fold with a shared image) is refused, since an image would count twice.
+(k-fold with a shared image) is refused, since an image would count twice. :func:`load_cells` (every cell of a
+results folder, folds pooled) lives here, above the single-cell reader of agebench.report.results.
 """
 
 from __future__ import annotations
 
 import re
 import statistics
+from pathlib import Path
 
 import numpy as np
 
-from agebench.report.results import Cell, Predictions, as_number, mean_of
+from agebench.errors import UserError
+from agebench.report.results import Cell, Predictions, as_number, find_cell_dirs, load_cell, mean_of
 
 FOLD_NAME = re.compile(r"^(?P<base>.+)@fold(?P<k>\d+)$")
 CS_KS = tuple(range(1, 11))
@@ -112,3 +115,15 @@ def pool_folds(cells: list[Cell]) -> list[Cell]:
             groups.setdefault((fold[0], cell.model, cell.seed), []).append(cell)
     out += [_pooled_cell(base, model, seed, members) for (base, model, seed), members in groups.items()]
     return sorted(out, key=lambda c: (c.dataset, c.model, c.seed))
+
+
+def load_cells(results_dir: str | Path, verify: bool = True) -> list[Cell]:
+    """Every cell under ``results_dir``, the folds of a fold protocol (``<name>@fold<NN>``) pooled into one cell per
+    model and seed (:func:`pool_folds`); a missing folder or one without any cell is the user's error (exit 2)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such results folder")
+    dirs = find_cell_dirs(root)
+    if not dirs:
+        raise UserError(f"{root}: no result cells found (expected <dataset>/<model>/seed<k>/metrics.json)")
+    return pool_folds([load_cell(d, root, verify=verify) for d in dirs])

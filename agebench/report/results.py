@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import UserError
-
 SCHEMA_VERSION = 1
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 # |MAE(metrics.json) - MAE(predictions.csv)| above this means the two files do not describe the same run.
@@ -283,20 +281,6 @@ def find_cell_dirs(root: Path) -> list[Path]:
     """Folders ``<dataset>/<model>/seed<k>`` under ``root``, in a stable order (data set, model, seed number)."""
     found = [p for p in root.glob("*/*/seed*") if p.is_dir() and _SEED_DIR.match(p.name)]
     return sorted(found, key=lambda p: (p.parts[-3], p.parts[-2], int(p.name[4:])))
-
-
-def load_cells(results_dir: str | Path, verify: bool = True) -> list[Cell]:
-    """Every cell under ``results_dir``, the folds of a fold protocol (``<name>@fold<NN>``) pooled into one cell per
-    model and seed (agebench.report.folds); a missing folder or one without any cell is the user's error (exit 2)."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: no such results folder")
-    dirs = find_cell_dirs(root)
-    if not dirs:
-        raise UserError(f"{root}: no result cells found (expected <dataset>/<model>/seed<k>/metrics.json)")
-    from agebench.report.folds import pool_folds
-
-    return pool_folds([load_cell(d, root, verify=verify) for d in dirs])
 
 
 def provenance_summary(cells: list[Cell]) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from agebench.report import stats
-from agebench.report.leaderboard import FLAG_LEAKY, Row
+from agebench.report.leaderboard import FLAG_LEAKY, Row, RowInterval
 from agebench.report.results import Cell, Predictions
 
 CS_KS = tuple(range(1, 11))
@@ -51,17 +51,6 @@ class StatsConfig:
 
 class PairingError(ValueError):
     """Two sets of cells cannot be compared image by image (different test sets, no common seed...)."""
-
-
-@dataclass(frozen=True)
-class RowInterval:
-    """A row's MAE and CS@k intervals, pooled over its seeds."""
-
-    mae: tuple[float, float]
-    cs: dict[int, tuple[float, float]]
-    unit: str  # "subjects" | "images": what was resampled within a seed
-    n_units: int  # units in one seed's test split (the largest, if seeds differ)
-    level: float
 
 
 def _unit(predictions: list[Predictions]) -> str:
