@@ -306,8 +306,7 @@ def test_hybrid_average_pooling_has_no_class_token_and_explains_every_token() ->
     assert backbone.pos_embed.shape == (1, 2 * 2, backbone.num_features)
     backbone.eval()
     x = torch.randn(2, 3, 64, 64)
-    # Average, then norm (timm's fc_norm; ConvNeXt's own head does the same): the tokens come out unnormalised.
-    torch.testing.assert_close(backbone(x), backbone.norm(backbone.forward_features(x).mean(dim=1)))
+    torch.testing.assert_close(backbone(x), backbone.forward_features(x).mean(dim=1))
     assert backbone.forward_features(torch.randn(1, 3, 96, 96)).shape == (1, 3 * 3, backbone.num_features)
     encoder_layer = cam_layers(backbone, 64)[0]
     tokens = torch.randn(2, 4, backbone.num_features)
@@ -322,7 +321,7 @@ def test_zero_init_residual_hybrid_starts_as_its_trunk_and_still_learns_the_enco
     backbone = create_backbone("hybrid-atto", img_size=64, pool="avg", zero_init_residual=True).eval()
     x = torch.randn(2, 3, 64, 64)
     tokens = backbone.proj(backbone.feature_map(x).flatten(2).transpose(1, 2)) + backbone.pos_embed
-    torch.testing.assert_close(backbone(x), backbone.norm(tokens.mean(dim=1)))  # every layer is the identity
+    torch.testing.assert_close(backbone(x), backbone.norm(tokens).mean(dim=1))  # every layer is the identity
     backbone(x).square().sum().backward()
     assert all(layer.linear2.weight.grad.abs().sum() > 0 for layer in backbone.encoder.layers)
 

@@ -184,23 +184,17 @@ class ConvNeXtTransformer(nn.Module):
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoded tokens ``[B, num_prefix_tokens + N, width]``, class token (if any) first, as in timm ViTs.
-
-        With a class token the final LayerNorm is applied here, per token (timm's ``norm``); with ``pool="avg"``
-        it is applied after averaging (timm's ``fc_norm``, and ConvNeXt's own head: pool, then norm), so the
-        tokens are returned unnormalised.
-        """
+        """Encoded tokens ``[B, num_prefix_tokens + N, width]``, class token (if any) first, as in timm ViTs."""
         fmap = self.feature_map(x)
         grid = (fmap.shape[-2], fmap.shape[-1])
         tokens = self.proj(fmap.flatten(2).transpose(1, 2))
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        encoded = self.encoder(tokens + self._pos_embed(grid))
-        return self.norm(encoded) if self.cls_token is not None else encoded
+        return self.norm(self.encoder(tokens + self._pos_embed(grid)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.forward_features(x)
-        return tokens[:, 0] if self.cls_token is not None else self.norm(tokens.mean(dim=1))
+        return tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
 
 
 _ATTO = {"trunk": "convnext_atto", "width": 160, "depth": 2, "num_heads": 4, "mlp_dim": 320}
