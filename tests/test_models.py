@@ -143,7 +143,7 @@ def test_builtins_come_in_full_and_small_sizes() -> None:
     names = list_backbones()
     for family in ("convnext", "vit", "hybrid"):
         assert family in names and get_backbone_spec(family).source == "builtin"
-    assert set(SMALL_BUILTINS) == {"convnext-atto", "vit-tiny", "hybrid-atto"}
+    assert set(SMALL_BUILTINS) == {"convnext-atto", "vit-tiny", "hybrid-atto", "hybrid-atto-trunk"}
 
 
 def test_entry_points_are_listed_without_importing_their_package() -> None:
