@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,17 @@ def make_image_set(root: Path, n: int = 12, size: int = 40, seed: int = 0, subje
         cv2.imwrite(str(root / rel), image)
         rows.append({"path": rel, "age": age, "subject_id": f"s{subject}", "split": splits[subject % len(splits)]})
     return write_manifest(rows, root / "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core box, OpenMP threads spin-waiting on each other are 5x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

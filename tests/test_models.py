@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,16 +89,10 @@ CONTRACT_NAMES = [*SMALL_BUILTINS, "timm:resnet10t", "fake-mlp"]
 LEARN_LR = {"fake-mlp": 1e-3}
 IMG = 32
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core box, OpenMP threads spin-waiting on each other are 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,7 @@ SMALL = [n for n in BUILTINS if get_backbone_spec(n).small]
 FULL = [n for n in BUILTINS if not get_backbone_spec(n).small]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def observed(backbone: torch.nn.Module, size: int) -> tuple[int | None, tuple[int, int] | int]:

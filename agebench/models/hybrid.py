@@ -38,7 +38,8 @@ defaults): ``pool="avg"`` averages the encoded tokens instead of reading a class
 identity and the model starts as its trunk. From scratch on the synthetic set (7 epochs, lr 1.5e-3) this took
 hybrid-atto's test MAE from 7.87 to 6.82 years. ``trunk_kwargs`` go to ``timm.create_model`` for the trunk.
 
-The position embedding is sized for ``img_size`` (``(img_size // 32) ** 2`` tokens); fed another size,
+The position embedding is sized for ``img_size`` (``(img_size // stride) ** 2`` tokens, stride 32 for a whole
+trunk); fed another size,
 the model resamples it bicubically (as timm ViTs do), so evaluation at a different size still runs.
 For Grad-CAM, the last convolutional map is ``trunk.stages[-1]``.
 """
