@@ -113,6 +113,6 @@ def write_predictions(path: str | os.PathLike[str], pred: dict) -> None:
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Iterator[tuple[str, float, float]]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
             yield row["path"], float(row["age"]), float(row["pred"])

@@ -411,3 +411,45 @@ def test_leaderboard_flags_rows_with_skipped_images(tmp_path) -> None:
     rows = {r["model"]: r for r in json.loads((tmp_path / "out" / "leaderboard.json").read_text())["rows"]}
     assert "skipped images" in rows["hybrid-atto"]["flags"] and "skipped images" not in rows["convnext-atto"]["flags"]
     assert "**skipped images**" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+# ---------------------------------------------------------------- files saved by a spreadsheet ("CSV UTF-8")
+
+
+def _as_spreadsheet(text: str) -> bytes:
+    """What Excel's "CSV UTF-8" writes: a byte-order mark, then CRLF line ends."""
+    return b"\xef\xbb\xbf" + text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+def test_spreadsheet_manifest_with_bom_and_crlf_is_read_by_audit_loader_and_cache(tmp_path, capsys) -> None:
+    from agebench.data.cache import _manifest_paths
+    from agebench.data.manifest import load_manifest
+
+    manifest = make_image_set(tmp_path / "data", n=24, size=40)
+    excel = manifest.with_name("excel.csv")
+    excel.write_bytes(_as_spreadsheet(manifest.read_text(encoding="utf-8")))
+    assert main(["audit", str(excel)]) == 0, capsys.readouterr().err
+    plain, read = load_manifest(manifest), load_manifest(excel)
+    assert [(r.path, r.age, r.subject_id, r.split) for r in read.records] == [
+        (r.path, r.age, r.subject_id, r.split) for r in plain.records
+    ]
+    assert _manifest_paths(excel) == _manifest_paths(manifest)
+
+
+def test_spreadsheet_predictions_and_crops_files_are_read(tmp_path) -> None:
+    from agebench import evaluate
+    from agebench.data import faces
+    from agebench.report import failures, results
+
+    preds = tmp_path / "predictions.csv"
+    preds.write_bytes(_as_spreadsheet("path,age,pred,subject_id\na.jpg,20,22.5,s1\nb.jpg,30,29,s2\n"))
+    assert list(evaluate.read_predictions(preds)) == [("a.jpg", 20.0, 22.5), ("b.jpg", 30.0, 29.0)]
+    assert [(p.path, p.age, p.pred) for p in failures.read_predictions(preds)] == [
+        ("a.jpg", 20.0, 22.5),
+        ("b.jpg", 30.0, 29.0),
+    ]
+    loaded = results.load_predictions(preds)
+    assert list(loaded.paths) == ["a.jpg", "b.jpg"] and list(loaded.subjects) == ["s1", "s2"]
+    crops = tmp_path / "manifest.crops.csv"
+    crops.write_bytes(_as_spreadsheet("path,face,crop\na.jpg,no_face,\n"))
+    assert faces.read_crops(crops) == {"a.jpg": ("no_face", None)}

@@ -42,7 +42,7 @@ def paths_sha256(paths: list[str]) -> str:
 
 
 def _manifest_paths(manifest_file: Path) -> list[str]:
-    with open(manifest_file, newline="", encoding="utf-8") as fh:
+    with open(manifest_file, newline="", encoding="utf-8-sig") as fh:
         return [row["path"].strip() for row in csv.DictReader(fh)]
 
 

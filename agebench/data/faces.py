@@ -354,7 +354,7 @@ def write_crops(rows: list[tuple[str, str, Quad | None]], file: str | os.PathLik
 
 def read_crops(file: str | os.PathLike[str]) -> dict[str, tuple[str, Quad | None]]:
     out: dict[str, tuple[str, Quad | None]] = {}
-    with open(file, newline="", encoding="utf-8") as fh:
+    with open(file, newline="", encoding="utf-8-sig") as fh:
         for line, row in enumerate(csv.DictReader(fh), start=2):
             try:
                 out[row["path"]] = (row["face"], parse_quad(row["crop"]))

@@ -109,7 +109,7 @@ def load_manifest(
     root = Path(root) if root is not None else file.parent
     if check_files and not root.is_dir():
         raise ManifestError(f"{file}: data root {root} is not a folder")
-    with open(file, newline="", encoding="utf-8") as fh:
+    with open(file, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -102,7 +102,7 @@ def open_run(
     if not manifest.is_file():
         raise UserError(f"{manifest}: manifest not found (pass --manifest/--root if the data moved)")
     # Masks are in the original images' coordinates, so read originals rather than the (cropped) uint8 cache.
-    with open(manifest, newline="", encoding="utf-8") as fh:
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
         masks = MASK_COLUMN in (csv.DictReader(fh).fieldnames or [])
     dm = AgeDataModule(
         manifest,

@@ -81,7 +81,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_predictions(path: Path) -> list[Prediction]:
     if not path.is_file():
         raise UserError(f"{path}: not found (is {path.parent} a finished result cell?)")
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         try:
             return [Prediction(r["path"], float(r["age"]), float(r["pred"])) for r in csv.DictReader(fh)]
         except (KeyError, TypeError, ValueError) as err:
