@@ -453,3 +453,33 @@ def test_spreadsheet_predictions_and_crops_files_are_read(tmp_path) -> None:
     crops = tmp_path / "manifest.crops.csv"
     crops.write_bytes(_as_spreadsheet("path,face,crop\na.jpg,no_face,\n"))
     assert faces.read_crops(crops) == {"a.jpg": ("no_face", None)}
+
+
+# ---------------------------------------------------------------- the paired test on differences that cancel
+
+
+def test_sign_flip_counts_differences_zero_to_rounding_as_ties() -> None:
+    """Two models whose errors cancel within every subject: the unit sums are float residue (~1e-15), which
+    used to decide the permutation ties (p 0.52 here, 0.76 on a bench); the test must say p = 1."""
+    import numpy as np
+
+    from agebench.report import stats
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(10, 80, 100)
+    subjects = np.repeat(np.arange(50), 2).tolist()
+    x = rng.uniform(0.1, 7, 50)
+    err_a, err_b = np.full(100, 0.3), np.full(100, 0.3)
+    err_a[0::2] += x
+    err_b[1::2] += x
+    d = np.abs(age + err_a - age) - np.abs(age - err_b - age)
+    seeds = [stats.cluster_sums(d, subjects)]
+    assert 0 < np.abs(seeds[0][0]).max() < 1e-12  # the residue is there
+    assert stats.sign_flip_test(seeds, 9999, np.random.default_rng(2)) == 1.0
+    assert stats.sign_flip_test(seeds * 3, 9999, np.random.default_rng(2), shared_units=True) == 1.0
+    assert stats.sign_flip_test(seeds * 3, 9999, np.random.default_rng(2)) == 1.0
+    # Units that are not zero but whose signed sum is (0.1 + 0.2 - 0.3 is 5.6e-17 in floats): p = 1 too.
+    exact = stats.cluster_sums(np.array([0.1, 0.2, -0.3]))
+    assert stats.sign_flip_test([exact], 9999) == 1.0
+    # A real difference is still one: 1e-6 years is far above the tolerance.
+    assert stats.sign_flip_test([stats.cluster_sums(np.full(12, 1e-6))], 9999) < 0.001

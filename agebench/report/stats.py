@@ -22,6 +22,8 @@ from scipy import stats as sps
 
 # One seed's data, clustered: (sums [C, m] of the m per-image values over each of C units, unit sizes [C]).
 Clustered = tuple[np.ndarray, np.ndarray]
+# Paired differences closer to zero than this (times max(1, the data's scale in years)) are ties: sign_flip_test.
+TIE_TOLERANCE = 1e-9
 _CHUNK_ELEMENTS = 1 << 21  # resamples x units per chunk: about 70 MB at peak whatever the test-set size
 
 
@@ -209,8 +211,22 @@ def sign_flip_test(
     units of different seeds flip independently. scipy's ``permutation_test`` with
     ``permutation_type="samples"`` on one sample is exactly this sign flip (exact when 2**units <=
     n_permutations, else Monte Carlo with the +1 correction, so p >= 1 / (n_permutations + 1)).
+
+    Ties to rounding: a difference that is zero but for floating-point residue counts as zero. Two models whose
+    errors cancel within every subject give unit sums of about 1e-15, not 0, and left alone that residue decides
+    which sign patterns reach |observed| (p about 0.5-0.8 where it must be 1). So unit means |sum / size| below
+    ``TIE_TOLERANCE * max(1, scale)`` are set to exactly 0, scale being the largest unit mean |difference| in
+    years, and the statistic (in years) is rounded to that same step before scipy compares |statistic| >=
+    |observed|; differences of 1e-9 years are far below anything an age estimate resolves.
     """
-    weighted_per_seed = [sums[:, 0] / (len(seeds) * counts.sum()) for sums, counts in seeds]
+    scale = max((float(np.max(np.abs(s[:, 0] / c), initial=0.0)) for s, c in seeds), default=0.0)
+    if not np.isfinite(scale):
+        raise ValueError("differences must be finite")
+    step = TIE_TOLERANCE * max(1.0, scale)
+    weighted_per_seed = [
+        np.where(np.abs(sums[:, 0] / counts) <= step, 0.0, sums[:, 0]) / (len(seeds) * counts.sum())
+        for sums, counts in seeds
+    ]
     if shared_units:
         _check_shared(seeds)
         weighted = np.sum(weighted_per_seed, axis=0)
@@ -220,7 +236,7 @@ def sign_flip_test(
         raise ValueError("differences must be finite")
     result = sps.permutation_test(
         (weighted,),
-        lambda x, axis: np.sum(x, axis=axis),
+        lambda x, axis: np.round(np.sum(x, axis=axis) / step) * step,
         permutation_type="samples",
         vectorized=True,
         n_resamples=n_permutations,
