@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agebench.atomic import check_writable_dir
 from agebench.config import ConfigError, FitConfig
 from agebench.data.datamodule import ON_BAD_IMAGE
 from agebench.errors import UserError
@@ -63,24 +63,10 @@ def _in_range(key: str, value: float, low: float, high: float, *, low_open: bool
 
 def check_creatable_dir(key: str, path: str | os.PathLike[str]) -> None:
     """``path`` is a folder, or could be made: its nearest existing ancestor is a writable folder."""
-    p = Path(path).expanduser().absolute()
-    if p.exists():
-        if not p.is_dir():
-            _fail(key, str(path), "exists and is not a folder")
-        if not os.access(p, os.W_OK):
-            _fail(key, str(path), "folder is not writable")
-        return
-    ancestor = p.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        _fail(key, str(path), f"cannot be created: {ancestor} is not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        _fail(key, str(path), f"cannot be created: {ancestor} is not writable")
-    try:  # os.access says yes to root everywhere; only trying tells (e.g. /proc, read-only mounts)
-        os.rmdir(tempfile.mkdtemp(prefix=".agebench-probe-", dir=ancestor))
-    except OSError as err:
-        _fail(key, str(path), f"cannot be created in {ancestor} ({err.strerror or err})")
+    try:
+        check_writable_dir(path, f"{key}={str(path)!r}")
+    except UserError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_devices(value: Any, key: str = "trainer.devices") -> None:

@@ -483,3 +483,140 @@ def test_sign_flip_counts_differences_zero_to_rounding_as_ties() -> None:
     assert stats.sign_flip_test([exact], 9999) == 1.0
     # A real difference is still one: 1e-6 years is far above the tolerance.
     assert stats.sign_flip_test([stats.cluster_sums(np.full(12, 1e-6))], 9999) < 0.001
+
+
+# ---------------------------------------------------------------- outputs and devices checked before any work
+
+
+def _heavy(*args, **kwargs):
+    raise AssertionError("heavy work started before the arguments were checked")
+
+
+@dataclass
+class Early:
+    """A command whose arguments must be refused before ``guards`` (dotted names of the heavy steps) run.
+    ``{W}``: the workspace, ``{OUT}``: the bad output location under test."""
+
+    id: str
+    args: list[str]
+    guards: list[str]
+    says: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+
+
+LOADS_RUN = ["agebench.predict.load", "agebench.report.explain.load_run", "agebench.report.explain.open_run"]
+PREDICT = ["predict", "--run", "{W}/trained", "{W}/data/img"]
+EXPLAIN = ["explain", "--run", "{W}/trained"]
+
+# Every command with an output option (--out, --to), given one it cannot write.
+OUTPUTS = [
+    Early("predict", [*PREDICT, "--out", "{OUT}/p.csv"], LOADS_RUN),
+    Early("export", ["export", "--run", "{W}/trained", "--format", "torchscript", "--out", "{OUT}/m.pt"], LOADS_RUN),
+    Early("explain", [*EXPLAIN, "--out", "{OUT}/x"], [*LOADS_RUN, "agebench.report.failures.write_failure_report"]),
+    Early(
+        "leaderboard-file", ["leaderboard", "{W}/empty", "--out", "{OUT}/lb.md"], ["agebench.report.build_leaderboard"]
+    ),
+    Early(
+        "leaderboard-folder", ["leaderboard", "{W}/empty", "--out", "{OUT}/lb/"], ["agebench.report.build_leaderboard"]
+    ),
+    Early("bench", ["bench", "--config", "{W}/bench.yaml", "--out", "{OUT}/r"], ["agebench.bench.runner.run_bench"]),
+    Early("synth", ["synth", "--out", "{OUT}/s", "--n", "10"], ["agebench.data.synthetic.generate"]),
+    Early(
+        "prepare",
+        ["prepare", "utkface", "--root", "{W}/utk", "--out", "{OUT}/p"],
+        ["agebench.data.prepare.scan", "agebench.data.prepare.check_files"],
+    ),
+    Early("weights-fetch", ["weights", "fetch", "vit", "--to", "{OUT}/w"], ["agebench.models.fetch.fetch"]),
+]
+# (where, what the line says): under /proc nothing can be made; under a file no folder can be.
+BAD_OUTS = [("/proc/agebench", "cannot be created in /proc"), ("{W}/a_file", "a_file is not a folder")]
+
+
+@pytest.fixture(scope="module")
+def early(workspace: Path) -> Path:
+    """The workspace plus a result folder (its config only: every case stops before the checkpoint is read)
+    and a raw UTKFace tree."""
+    from test_sources import make_utkface
+
+    (workspace / "trained").mkdir(exist_ok=True)
+    data = {"manifest": str(workspace / "data" / "manifest.csv"), "img_size": 32}
+    (workspace / "trained" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    if not (workspace / "utk").is_dir():
+        make_utkface(workspace / "utk")
+    return workspace
+
+
+def _run_early(case: Early, w: Path, out: str, monkeypatch, capsys) -> str:
+    """Run the case with its heavy steps replaced by an assertion; returns its one error line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for target in case.guards:
+        monkeypatch.setattr(target, _heavy)
+    args = [a.replace("{OUT}", out).replace("{W}", str(w)) for a in case.args]
+    before = sorted(p.relative_to(w) for p in w.rglob("*"))
+    code = main(args)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith(f"agebench {args[0]}: error: "), err
+    assert sorted(p.relative_to(w) for p in w.rglob("*")) == before, "something was written"
+    for rel in case.absent:
+        assert not (w / rel).exists(), f"{rel} left behind"
+    return lines[0]
+
+
+@pytest.mark.parametrize("where,why", BAD_OUTS, ids=["proc", "under-a-file"])
+@pytest.mark.parametrize("case", OUTPUTS, ids=[c.id for c in OUTPUTS])
+def test_an_unwritable_output_is_one_line_before_any_work(case, where, why, early, monkeypatch, capsys) -> None:
+    out = where.replace("{W}", str(early))
+    line = _run_early(case, early, out, monkeypatch, capsys)
+    flag = "--to" if "--to" in case.args else "--out"
+    given = next(a for a in case.args if "{OUT}" in a).replace("{OUT}", out)
+    assert f"{flag} {given}: " in line and why in line, line
+
+
+def _options(command: str) -> set[str]:
+    from agebench.cli import build_parser
+
+    sub = build_parser(command)._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    return {o for a in sub._actions for o in a.option_strings}
+
+
+def test_every_output_option_has_an_early_case() -> None:
+    """A new command with --out or --to must join OUTPUTS, so it gets the same checks."""
+    from agebench.cli import COMMANDS
+
+    for option, cases in (("--out", OUTPUTS), ("--to", OUTPUTS)):
+        having = {name for name in COMMANDS if option in _options(name)}
+        covered = {c.args[0] for c in cases if option in c.args}
+        assert having == covered, f"{option}: {sorted(having ^ covered)}"
+
+
+# prepare: a mistyped protocol or fold is named before the tree is scanned and every image decoded.
+PREPARE = ["prepare", "utkface", "--root", "{W}/utk", "--out", "{W}/p"]
+PREPARE_GUARDS = ["agebench.data.prepare.scan", "agebench.data.prepare.check_files"]
+PREPARE_CASES = [
+    Early(
+        "cvpr24-missing", [*PREPARE, "--protocol", "cvpr24:{W}/nope.json"], PREPARE_GUARDS, ["nope.json", "not found"]
+    ),
+    Early("cvpr24-bad-json", [*PREPARE, "--protocol", "cvpr24:{W}/broken.yaml"], PREPARE_GUARDS, ["not valid JSON"]),
+    Early(
+        "cvpr24-fold", [*PREPARE, "--protocol", "cvpr24:{W}/cvpr24.json", "--fold", "3"], PREPARE_GUARDS, ["--fold 3"]
+    ),
+    Early("fold-7", [*PREPARE, "--fold", "7"], PREPARE_GUARDS, ["--fold 7", "0..4"]),
+    Early("fold-negative", [*PREPARE, "--fold", "-1"], PREPARE_GUARDS, ["--fold -1", "0..4"]),
+    Early("lopo-negative", [*PREPARE, "--protocol", "lopo", "--fold", "-2"], PREPARE_GUARDS, ["--fold -2"]),
+    Early("official-fold", [*PREPARE, "--protocol", "official", "--fold", "1"], PREPARE_GUARDS, ["--fold 1"]),
+    Early("official-all", [*PREPARE, "--protocol", "official", "--fold", "all"], PREPARE_GUARDS, ["--fold all"]),
+    Early("coral-missing", [*PREPARE, "--protocol", "coral:{W}/nowhere"], PREPARE_GUARDS, ["nowhere", "not a folder"]),
+    Early("coral-no-csvs", [*PREPARE, "--protocol", "coral:{W}/empty"], PREPARE_GUARDS, ["_train.csv"]),
+    Early("protocol-typo", [*PREPARE, "--protocol", "subject-exclusiv"], PREPARE_GUARDS, ["subject-exclusiv"]),
+]
+
+
+@pytest.mark.parametrize("case", PREPARE_CASES, ids=[c.id for c in PREPARE_CASES])
+def test_prepare_checks_protocol_and_fold_before_reading_the_tree(case, early, monkeypatch, capsys) -> None:
+    (early / "cvpr24.json").write_text(json.dumps([{"img_path": "1_0_0_x.jpg", "age": 1, "folder": 0}]))
+    line = _run_early(case, early, "", monkeypatch, capsys)
+    for fragment in case.says:
+        assert fragment in line.replace(str(early) + "/", ""), line
+    assert not (early / "p").exists()

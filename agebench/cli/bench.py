@@ -27,10 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agebench.atomic import check_writable_dir
     from agebench.bench.runner import list_cells, run_bench, run_one_cell
 
     if args.list:
         return list_cells(args.config, args.out, args.overrides)
+    check_writable_dir(args.out, f"--out {args.out}")
     if args.cell is not None:
         return run_one_cell(args.config, args.out, args.cell, args.overrides)
     return run_bench(args.config, args.out, force=args.force, overrides=args.overrides)

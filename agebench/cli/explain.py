@@ -54,10 +54,21 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from agebench.atomic import check_writable_dir, check_writable_file
+
     _check(args)
     for run_dir in args.runs:
         if not Path(run_dir).is_dir():
             raise UserError(f"{run_dir}: result folder not found")
+    # Where it writes, checked before any model loads: the maps in --out (or each run's explain/), the failure
+    # report in each run (failure_report.md, its plots in explain/).
+    if not args.failures_only:
+        for out in [args.out] if args.out else [str(Path(r) / "explain") for r in args.runs]:
+            check_writable_dir(out, f"--out {out}" if args.out else None)
+    if not args.no_failures:
+        for run_dir in args.runs:
+            check_writable_dir(Path(run_dir) / "explain")
+            check_writable_file(Path(run_dir) / "failure_report.md")
     runs = None
     if not args.failures_only:  # load (and so validate) every run before writing anything
         from agebench.report.explain import load_run, open_run

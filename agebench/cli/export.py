@@ -26,16 +26,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agebench import export, predict
+    from agebench.atomic import check_writable_file
     from agebench.report.explain import load_run, pick_faces
 
     if args.fmt not in export.FORMATS:
         raise UserError(f"--format {args.fmt!r}: expected one of {', '.join(export.FORMATS)}")
     if args.n < 1:
         raise UserError(f"--n {args.n}: must be at least 1")
+    out = Path(args.out) if args.out else Path(args.run) / "export" / f"model{export.FORMATS[args.fmt].suffix}"
+    if args.out or Path(args.run).is_dir():  # a missing run is load_run's to name
+        check_writable_file(out, f"--out {out}")  # before the model loads
     run_ = load_run(args.run, args.manifest, args.root)  # the model and the test split, as the bench read it
     loaded, test = predict.load(args.run, model=run_.model), run_.data
     images = [test.load_rgb(i) for i in pick_faces(test.records, args.n)]
-    out = Path(args.out) if args.out else Path(args.run) / "export" / f"model{export.FORMATS[args.fmt].suffix}"
     result = export.export(loaded, args.fmt, out, images)
     verdict = "ok" if result.ok else f"FAILED (tolerance {export.TOLERANCE:g})"
     print(

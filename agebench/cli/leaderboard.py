@@ -163,15 +163,24 @@ def print_comparisons(console, analysis) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agebench.report import build_leaderboard
+    from pathlib import Path
 
+    from agebench.atomic import check_writable_dir, check_writable_file
+    from agebench.report import build_leaderboard, resolve_target
+
+    config = stats_config(args)
+    if Path(args.results).is_dir():  # a missing folder is build_leaderboard's to name
+        fmt, target = resolve_target(Path(args.results), args.out, args.fmt)
+        name = f"--out {args.out}" if args.out else None
+        if target is not None:  # before the statistics, which take the time
+            (check_writable_dir if fmt == "all" else check_writable_file)(target, name)
     built = build_leaderboard(
         args.results,
         out=args.out,
         fmt=args.fmt,
         reference=args.reference,
         verify=args.verify,
-        stats=stats_config(args),
+        stats=config,
         matrix=args.matrix,
     )
     if built.text is not None:

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from agebench import predict
+    from agebench.atomic import check_writable_file
     from agebench.data import faces
     from agebench.evaluate import TTA
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.margin is not None and not (args.detect and 0 <= args.margin <= 2):
         raise UserError(f"--margin {args.margin}: needs --detect, and 0 <= margin <= 2")
+    check_writable_file(args.out, f"--out {args.out}")  # before the model loads and the images are predicted
     detector = faces.DetectorSpec.parse(args.detect) if args.detect else None
     paths = predict.list_images(args.images)
     loaded = predict.load(args.run)

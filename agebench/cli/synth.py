@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from agebench.atomic import check_writable_dir
     from agebench.data.manifest import load_manifest
     from agebench.data.synth_styles import STYLES
     from agebench.data.synthetic import generate, mae_floor, parse_splits, resolve_workers
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise UserError("--out is required (the folder to write the data set to)")
+    check_writable_dir(args.out, f"--out {args.out}")
     splits = parse_splits(args.splits)
     start = time.perf_counter()
     manifest_path = generate(

@@ -51,6 +51,7 @@ def _from_config(path: str) -> list[tuple[str, dict, str | None]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agebench.atomic import check_writable_dir
     from agebench.errors import UserError
     from agebench.models.fetch import fetch, timm_names
     from agebench.models.weights import weight_spec, where
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 "weights fetch: give the model names and --to DIR, e.g. `agebench weights fetch vit --to weights`"
             )
+        check_writable_dir(args.to, f"--to {args.to}")  # before any download
         fetch(args.models, args.to)
         print(f"set model.weights_dir: {args.to} (and pretrained: true) in the configs of the offline machines")
         return 0

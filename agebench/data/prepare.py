@@ -15,11 +15,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from agebench.atomic import check_writable_dir
 from agebench.data import faces
 from agebench.data.audit import AuditReport, build_report, duplicate_paths
 from agebench.data.decode_check import check_files, counts_by_kind
 from agebench.data.manifest import load_manifest, write_manifest
-from agebench.data.protocols import Assigned, ProtocolResult, apply_protocol, fold_count
+from agebench.data.protocols import (
+    Assigned,
+    ProtocolResult,
+    apply_protocol,
+    check_fold,
+    check_protocol,
+    fold_count,
+    lopo_subjects,
+)
 from agebench.data.sources import SourceScan, default_protocol, scan
 from agebench.errors import UserError
 
@@ -181,11 +190,20 @@ def _find(
     margin: float | None,
     workers: int | None,
     progress: bool,
+    out: Path,
+    fold: int | None,
 ) -> _Found:
+    """The tree scanned, decoded and searched for identical images, once for all folds; every argument is
+    checked first (protocol file, fold, output folder), so a typo is not reported after the whole tree was read."""
     if margin is not None and not 0 <= margin <= 2:
         raise UserError(f"--margin {margin}: expected 0..2 (fraction of the face box added on each side)")
+    spec = protocol or default_protocol(dataset)
+    check_protocol(spec, dataset, fold)
+    check_writable_dir(out, f"--out {out}")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     found: SourceScan = scan(dataset, root, target)
+    if spec.partition(":")[0] == "lopo" and fold is not None:  # lopo's folds are its subjects, known from the names
+        check_fold(fold, len(lopo_subjects(found)))
     detector = faces.DetectorSpec.parse(face_detector or found.default_detector)  # fails early if unusable
     # Unusable files never reach the manifest: they are listed in the report instead.
     bad = check_files([(root / r.path, r.path, 0, "") for r in found.records], workers=workers, progress=progress)
@@ -196,7 +214,6 @@ def _find(
             raise UserError(f"{root}: none of the {len(bad)} images found decodes ({counts_by_kind(bad)})")
     with _status(progress, f"looking for identical images among {len(found.records)} files"):
         dups = duplicate_paths(root, [r.path for r in found.records], workers)
-    spec = protocol or default_protocol(dataset)
     return _Found(dataset, root, found, bad, dups, detector, spec, workers, {})
 
 
@@ -219,7 +236,7 @@ def prepare(
 
     ``protocol`` None is the data set's default (``official`` where it ships a split, else subject-exclusive).
     """
-    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress)
+    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress, Path(out), fold)
     return _prepare_fold(found, Path(out), seed, fold, cache_size, margin, progress)
 
 
@@ -242,7 +259,7 @@ def prepare_folds(
     The scan, decode check, duplicate search and face detection run once for all folds; a crop cache is
     built once and linked into the folds whose image list and crops are the same (all LOPO folds).
     """
-    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress)
+    found = _find(dataset, Path(root), protocol, target, face_detector, margin, workers, progress, Path(out), None)
     n = fold_count(found.protocol, found.scan)
     width = max(2, len(str(n - 1)))
     out = Path(out)

@@ -388,9 +388,43 @@ def apply_protocol(
         if fold:
             raise UserError(f"--fold {fold}: coral:DIR is one fixed split, there are no folds to choose")
         return coral(scan, arg)
-    raise UserError(
-        f"--protocol {spec!r}: expected subject-exclusive, random, lopo, official, cvpr24:PATH.json or coral:DIR"
-    )
+    raise UserError(_unknown(spec))
+
+
+def _unknown(spec: str) -> str:
+    return f"--protocol {spec!r}: expected subject-exclusive, random, lopo, official, cvpr24:PATH.json or coral:DIR"
+
+
+def check_protocol(spec: str, dataset: str, fold: int | None) -> None:
+    """What can be checked of a protocol and a fold (None: ``--fold all``) before any image is read: the name,
+    the cvpr24 JSON (exists, parses, has that split), the coral folder and CSVs, the fold of our 5-fold
+    protocols, no fold for the fixed splits. Lopo's fold count needs the subjects: :func:`lopo` checks it."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("subject-exclusive", "random", "lopo", "official", "cvpr24", "coral") or (
+        bool(arg) != (kind in ("cvpr24", "coral"))
+    ):
+        raise UserError(_unknown(spec))
+    if kind in ("official", "coral"):
+        if fold is None:
+            raise UserError(f"--fold all: protocol {spec!r} is one fixed split; leave --fold out")
+        if fold:
+            raise UserError(
+                f"--fold {fold}: {kind if kind == 'official' else 'coral:DIR'} is one fixed split, "
+                "there are no folds to choose"
+            )
+        if kind == "coral":
+            if not Path(arg).is_dir():
+                raise UserError(f"--protocol coral:{arg}: not a folder")
+            _coral_files(Path(arg), dataset)
+    elif kind == "cvpr24":
+        table = _cvpr24_load(arg)[2]
+        if fold is not None:
+            check_fold(fold, len(table))
+    elif kind == "lopo":
+        if fold is not None and fold < 0:
+            raise UserError(f"--fold {fold}: expected 0..subjects-1 (lopo: fold K leaves out the K-th subject)")
+    elif fold is not None:
+        check_fold(fold, N_FOLDS)
 
 
 def fold_count(spec: str, scan: SourceScan) -> int:
