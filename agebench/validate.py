@@ -69,6 +69,38 @@ def check_creatable_dir(key: str, path: str | os.PathLike[str]) -> None:
         raise ConfigError(str(err)) from None
 
 
+DEVICES = "cpu, cuda, cuda:N or mps"
+
+
+def check_device(device: str, name: str | None = None) -> str:
+    """A torch device string that works on this machine, checked before anything is loaded onto it.
+
+    Refused, as UserError ``"<name>: <why>"`` (default name ``--device DEVICE``): text torch cannot parse, a
+    device type other than cpu, cuda or mps, cuda where torch sees no CUDA device (no GPU, no driver, a CPU
+    build), cuda:N beyond the devices present, mps where it is not available. Returns ``device`` unchanged.
+    """
+    import torch
+
+    name = f"--device {device}" if name is None else name
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{name}: not a device; expected {DEVICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{name}: no CUDA device is available (torch {torch.__version__}); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"{name}: only {count} CUDA device(s) here (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError(f"{name}: MPS (Apple GPU) is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise UserError(f"{name}: device type {dev.type!r} is not supported; expected {DEVICES}")
+    return device
+
+
 def check_devices(value: Any, key: str = "trainer.devices") -> None:
     """'auto', a count >= 1 (or -1: all), a list of device indices, or such a count/list as text."""
     if value == "auto" or value == -1:

@@ -581,14 +581,46 @@ def _options(command: str) -> set[str]:
     return {o for a in sub._actions for o in a.option_strings}
 
 
-def test_every_output_option_has_an_early_case() -> None:
-    """A new command with --out or --to must join OUTPUTS, so it gets the same checks."""
+def test_every_output_and_device_option_has_an_early_case() -> None:
+    """A new command with --out, --to or --device must join OUTPUTS / DEVICES, so it gets the same checks."""
     from agebench.cli import COMMANDS
 
-    for option, cases in (("--out", OUTPUTS), ("--to", OUTPUTS)):
+    for option, cases in (("--out", OUTPUTS), ("--to", OUTPUTS), ("--device", DEVICES)):
         having = {name for name in COMMANDS if option in _options(name)}
         covered = {c.args[0] for c in cases if option in c.args}
         assert having == covered, f"{option}: {sorted(having ^ covered)}"
+
+
+# Every command with --device, given one this machine does not have: (device, torch patches, what the line says).
+DEVICES = [
+    Early("predict", [*PREDICT, "--out", "{W}/p.csv", "--device", "{OUT}"], LOADS_RUN, absent=["p.csv"]),
+    Early("explain", [*EXPLAIN, "--out", "{W}/x", "--device", "{OUT}"], LOADS_RUN, absent=["x"]),
+    Early("profile", [*PROFILE, "--device", "{OUT}"], ["agebench.models.build_model"]),
+]
+BAD_DEVICES = [
+    ("cuda", {"is_available": False}, "no CUDA device is available"),
+    ("cuda:2", {"is_available": True, "device_count": 1}, "only 1 CUDA device(s) here"),
+    ("gpu0", {}, "not a device; expected cpu, cuda, cuda:N or mps"),
+    ("mps", {"mps": False}, "MPS (Apple GPU) is not available"),
+    ("meta", {}, "device type 'meta' is not supported"),
+]
+
+
+@pytest.mark.parametrize("device,machine,why", BAD_DEVICES, ids=[d for d, _, _ in BAD_DEVICES])
+@pytest.mark.parametrize("case", DEVICES, ids=[c.id for c in DEVICES])
+def test_a_device_this_machine_lacks_is_one_line_before_any_work(
+    case, device, machine, why, early, monkeypatch, capsys
+) -> None:
+    import torch
+
+    if "is_available" in machine:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: machine["is_available"])
+    if "device_count" in machine:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: machine["device_count"])
+    if "mps" in machine:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: machine["mps"])
+    line = _run_early(case, early, device, monkeypatch, capsys)
+    assert f"--device {device}: " in line and why in line, line
 
 
 # prepare: a mistyped protocol or fold is named before the tree is scanned and every image decoded.

@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.failures_only:
         for out in [args.out] if args.out else [str(Path(r) / "explain") for r in args.runs]:
             check_writable_dir(out, f"--out {out}" if args.out else None)
+        from agebench.validate import check_device
+
+        check_device(args.device)
     if not args.no_failures:
         for run_dir in args.runs:
             check_writable_dir(Path(run_dir) / "explain")

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from agebench.atomic import check_writable_file
     from agebench.data import faces
     from agebench.evaluate import TTA
+    from agebench.validate import check_device
 
     if args.tta not in TTA:
         raise UserError(f"--tta {args.tta!r}: expected one of {', '.join(TTA)}")
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.margin is not None and not (args.detect and 0 <= args.margin <= 2):
         raise UserError(f"--margin {args.margin}: needs --detect, and 0 <= margin <= 2")
     check_writable_file(args.out, f"--out {args.out}")  # before the model loads and the images are predicted
+    check_device(args.device)
     detector = faces.DetectorSpec.parse(args.detect) if args.detect else None
     paths = predict.list_images(args.images)
     loaded = predict.load(args.run)

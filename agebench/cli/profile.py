@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from agebench.bench.profile import profile_model
     from agebench.errors import UserError
     from agebench.models import build_model
-    from agebench.validate import PRECISIONS, check_input_size
+    from agebench.validate import PRECISIONS, check_device, check_input_size
 
     for flag, value, low in (
         ("--img-size", args.img_size, 1),
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is available")
+    check_device(device, f"--device {args.device}")
     precision = args.precision or ("bf16-mixed" if device.startswith("cuda") else "32-true")
     backbone, head = build_model(args.model, img_size=args.img_size)
     check_input_size(args.model, args.img_size, backbone=backbone)
