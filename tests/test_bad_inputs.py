@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -575,10 +576,13 @@ def test_an_unwritable_output_is_one_line_before_any_work(case, where, why, earl
 
 
 def _options(command: str) -> set[str]:
-    from agebench.cli import build_parser
+    """The options a command's own ``add_arguments`` declares, read from its public help text."""
+    import argparse
+    import importlib
 
-    sub = build_parser(command)._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
-    return {o for a in sub._actions for o in a.option_strings}
+    parser = argparse.ArgumentParser(prog=command)
+    importlib.import_module(f"agebench.cli.{command}").add_arguments(parser)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help()))
 
 
 def test_every_output_and_device_option_has_an_early_case() -> None:
