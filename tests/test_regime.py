@@ -182,3 +182,20 @@ def test_an_undeclared_third_party_backbone_trains_and_shows_unknown(tmp_path, m
     assert metrics["regime"] is None and Path(run / "metrics.json").exists()
     (row,) = build_rows(load_cells(tmp_path / "results"), reference="none")
     assert row.display()["regime"] == "unknown" and "degenerate" not in row.flags
+
+
+@pytest.mark.parametrize(
+    ("delta", "ci", "p_holm", "verdict"),
+    [
+        (-0.14, (-0.23, -0.06), 0.002, "the removed part helps"),
+        (0.20, (0.05, 0.35), 0.01, "hurts"),
+        # measured in make bench: the interval just excludes 0 while the Holm-adjusted test says no difference
+        (-0.09, (-0.19, -0.004), 0.055, "no resolved effect"),
+        (-0.01, (-0.10, 0.08), 0.8, "no resolved effect"),
+    ],
+)
+def test_the_ablation_verdict_follows_the_tables_paired_test(delta, ci, p_holm, verdict) -> None:
+    from agebench.report.tables import Ablation
+
+    text = Ablation("synth", "hybrid-atto", "hybrid-atto-trunk", delta, ci, p_holm, p_holm, 0.95).text()
+    assert text.endswith(verdict)

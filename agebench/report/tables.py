@@ -40,7 +40,11 @@ class Ablation:
         head = f"{self.dataset}: {self.full} - {self.ablation} (its ablation)"
         if self.delta is None or self.ci is None:
             return f"{head}: not compared ({self.reason})"
-        helps = "the removed part helps" if self.ci[1] < 0 else "hurts" if self.ci[0] > 0 else "no resolved effect"
+        # The table's own rule (Holm-adjusted paired test at alpha = 1 - level), so the two never disagree; a
+        # bootstrap interval that just excludes 0 beside p >= alpha is not called an effect.
+        alpha = 1.0 - (self.level if self.level is not None else 0.95)
+        resolved = self.p_holm is not None and self.p_holm < alpha
+        helps = "no resolved effect" if not resolved else "the removed part helps" if self.delta < 0 else "hurts"
         return (
             f"{head} = {self.delta:+.2f} years, {self.level:.0%} CI [{self.ci[0]:+.2f}, {self.ci[1]:+.2f}], "
             f"p {format_p(self.p_value)} (Holm {format_p(self.p_holm)}): {helps}"
