@@ -39,8 +39,8 @@ format: ## ruff format and autofix
 synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
 	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
 
-synth-bench: ## the benchmark's synthetic set (8,000 faces, 40% of the subjects in test, masks, 64 px cache) under $(BENCH_SYNTH_DIR)
-	@test -f $(BENCH_SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(BENCH_SYNTH_DIR) --n 8000 --seed 0 --splits 5/1/4 --masks --cache-size 64
+synth-bench: ## the benchmark's synthetic set (10,000 faces, half the subjects in test, masks, 64 px cache) under $(BENCH_SYNTH_DIR)
+	@test -f $(BENCH_SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(BENCH_SYNTH_DIR) --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64
 
 bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeXt, ViT) on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
