@@ -157,8 +157,8 @@ UNDECLARED = textwrap.dedent(
 
 def test_an_undeclared_third_party_backbone_trains_and_shows_unknown(tmp_path, monkeypatch) -> None:
     from agebench.config import FitConfig, from_dict
-    from agebench.report.leaderboard import build_rows
     from agebench.report.folds import load_cells
+    from agebench.report.leaderboard import build_rows
     from agebench.train import fit
 
     site = tmp_path / "site"
