@@ -24,7 +24,7 @@ from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError
 from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
 from agebench.models.registry import regime_record
-from agebench.validate import check_input_size, head_settings, regime_warning, validate_fit_config
+from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
 
 
 class EpochSeed(pl.Callback):
@@ -117,6 +117,9 @@ def build_module(cfg: FitConfig, train_ages: np.ndarray):
         warmup_fraction=o.warmup_frac,
         min_lr_ratio=o.min_lr_ratio,
     )
+    init = getattr(module.head, "init_from_ages", None)
+    if callable(init):  # the head contract's optional hook: biases from the training label prior
+        init(torch.as_tensor(np.asarray(train_ages, dtype=np.float32)))
     outside = count_outside(train_ages, tuple(age_range)) if age_range else 0
     if outside and getattr(module.head, "uses_age_range", True):
         print(
@@ -280,7 +283,7 @@ def fit(
         "skipped_images": dm.skipped_images,
         "tta": cfg.eval.tta,
         "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
-        "config_hash": config_hash(resolved),
+        "config_hash": config_hash(hashed_config(resolved)),
         "regime": regime_record(module.backbone, cfg.data.img_size),
         "ablation_of": cfg.model.ablation_of,
         "manifest_sha256": dm.manifest.sha256(),

@@ -229,6 +229,25 @@ def head_settings(cfg: FitConfig, train_ages: np.ndarray | None = None) -> tuple
     return {"name": name, **kwargs}, age_range
 
 
+def hashed_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (plain data) as :func:`~agebench.config.config_hash` must see it: a set ``model.head``
+    becomes every setting the head runs with, its signature's defaults included, so that a changed default
+    changes the hash of the cells that relied on it and they are trained again. Settings the head takes from
+    elsewhere in the config (``hidden`` from ``model.head_hidden``...) are hashed there, unless ``model.head``
+    sets them itself. Without a head the config is returned as it is: its hash is the one it always had."""
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("head") is None:
+        return data
+    from agebench.models.heads import resolve_head_kwargs
+    from agebench.models.heads.registry import CONTEXT_SOURCES
+
+    head = model["head"] if isinstance(model["head"], dict) else {"name": model["head"]}
+    name, given = head["name"], {k: v for k, v in head.items() if k != "name"}
+    resolved = resolve_head_kwargs(name, given, {})
+    settings = {k: v for k, v in resolved.items() if k in given or k not in CONTEXT_SOURCES}
+    return {**data, "model": {**model, "head": {"name": name, **settings}}}
+
+
 def check_head_config(cfg: FitConfig) -> None:
     """Fail before any data is read when the head is unknown or its settings are bad (one-line UserError)."""
     from agebench.models.heads import check_head

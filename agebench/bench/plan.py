@@ -24,6 +24,7 @@ target would not pool into one figure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -89,9 +90,12 @@ class Cell:
     def key(self) -> str:
         return f"{self.dataset}/{self.model}/seed{self.seed}"
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
-        return config_hash({**self.fit, "profile": vars(self.profile)})
+        """The hash of the resolved fit config and the profile settings; a head's with all its settings."""
+        from agebench.validate import hashed_config
+
+        return config_hash(hashed_config({**self.fit, "profile": vars(self.profile)}))
 
 
 def load_bench_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> BenchConfig:

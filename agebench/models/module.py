@@ -289,16 +289,24 @@ class AgeRegressor(pl.LightningModule):
         }
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups: decayed weights, and undecayed norms / biases / embeddings / tokens."""
-        decay, no_decay = [], []
+        """AdamW groups: decayed weights, and undecayed norms / biases / embeddings / tokens; the head's
+        parameters in groups of their own at ``lr * head.lr_scale`` when the head declares a scale other than 1."""
+        scale = float(getattr(self.head, "lr_scale", 1.0))
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if param.requires_grad:
-                (no_decay if _no_weight_decay(name, param) else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return [g for g in groups if g["params"]]
+                in_head = scale != 1.0 and name.startswith("head.")
+                groups.setdefault((in_head, _no_weight_decay(name, param)), []).append(param)
+        out = []
+        for in_head in (False, True):
+            for no_decay in (False, True):
+                params = groups.get((in_head, no_decay))
+                if params:
+                    group = {"params": params, "weight_decay": 0.0 if no_decay else self.hparams.weight_decay}
+                    if in_head:
+                        group["lr"] = self.hparams.lr * scale
+                    out.append(group)
+        return out
 
     def _total_steps(self) -> int:
         if self.hparams.total_steps is not None:

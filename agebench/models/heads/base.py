@@ -9,7 +9,11 @@ never needs to know which method it trains:
 * ``posterior(raw) -> [B, K]`` probabilities over the integer ages ``min_age..max_age``, where the method
   defines one (None otherwise);
 * ``explained_age(raw) -> [B]``: a *differentiable* age for Grad-CAM: the decoded age itself, or the expectation
-  where ``decode`` is an argmax or a threshold count (whose gradient is zero almost everywhere).
+  where ``decode`` is an argmax or a threshold count (whose gradient is zero almost everywhere);
+* ``init_from_ages(ages [N])``: optional; called once on a fresh head, before training, with the training split's
+  ages (not on reload: the weights it sets are in the checkpoint). The built-ins start their output biases at
+  the training label prior there (``bias_init: prior``);
+* ``lr_scale``: optional float attribute; the head's parameters train at ``optim.lr * lr_scale`` (default 1).
 
 :class:`AgeHead` implements the trunk and the age-range bookkeeping; built-in heads subclass it, third-party
 heads may (they need only honour the contract above).
@@ -71,6 +75,30 @@ def trunk_layers(in_features: int, hidden: int, dropout: float) -> tuple[list[nn
     return [nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout)], hidden
 
 
+def check_lr_scale(head: str, value: float) -> float:
+    """``lr_scale`` as a float > 0, else a one-line UserError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value) > 0:
+        raise UserError(f"head {head!r}: lr_scale must be a number > 0, got {value!r}")
+    return float(value)
+
+
+PRIOR_SMOOTHING = 1.0  # pseudo-count added to every integer age of the label prior (Laplace smoothing)
+
+
+def age_prior(ages: torch.Tensor | np.ndarray, min_age: int, max_age: int) -> torch.Tensor:
+    """``[K]``: the share of each integer age ``min_age..max_age`` among ``ages`` (clamped, rounded half to
+    even, as the heads' class index), plus :data:`PRIOR_SMOOTHING` pseudo-counts so that no age has share 0."""
+    ages = torch.as_tensor(np.asarray(ages, dtype=np.float32)).clamp(min_age, max_age)
+    index = (ages - min_age).round().long()
+    counts = torch.bincount(index, minlength=max_age - min_age + 1).double() + PRIOR_SMOOTHING
+    return (counts / counts.sum()).float()
+
+
+def survival(prior: torch.Tensor) -> torch.Tensor:
+    """``[K-1]``: P(j > k) for k = 0..K-2 under a prior over the K classes (each strictly in (0, 1))."""
+    return (1.0 - prior.double().cumsum(0)[:-1]).clamp(1e-12, 1 - 1e-12).float()
+
+
 def check_choice(head: str, key: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else a one-line UserError naming the head and the setting."""
     if value not in choices:
@@ -90,11 +118,18 @@ class AgeHead(nn.Module):
     uses_age_range: ClassVar[bool] = True  # False: the head predicts unbounded ages and ignores age_range
 
     def __init__(
-        self, num_features: int, age_range: Sequence[float] | None, hidden: int = 256, dropout: float = 0.0
+        self,
+        num_features: int,
+        age_range: Sequence[float] | None,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        *,
+        lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.in_features = num_features
         self.hidden = hidden
+        self.lr_scale = check_lr_scale(self.name or type(self).__name__, lr_scale)
         self._trunk, self.width = trunk_layers(num_features, hidden, dropout)
         if self.uses_age_range:
             self.min_age, self.max_age = check_age_range(age_range, self.name or type(self).__name__)
@@ -109,6 +144,14 @@ class AgeHead(nn.Module):
 
     def make_mlp(self, output: nn.Module) -> nn.Sequential:
         return nn.Sequential(*self._trunk, output)
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer on top of the trunk (``mlp[-1]``)."""
+        return self.mlp[-1]
+
+    def init_from_ages(self, ages: torch.Tensor | np.ndarray) -> None:
+        """Called once before training with the training split's ages; the built-ins set their biases here."""
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(features)
@@ -145,4 +188,5 @@ class AgeHead(nn.Module):
 
     def extra_repr(self) -> str:
         rng = f", ages {self.min_age}..{self.max_age} (K={self.num_classes})" if self.uses_age_range else ""
-        return f"in_features={self.in_features}, hidden={self.hidden}{rng}"
+        scale = f", lr_scale={self.lr_scale:g}" if self.lr_scale != 1.0 else ""
+        return f"in_features={self.in_features}, hidden={self.hidden}{rng}{scale}"

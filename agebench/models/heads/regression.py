@@ -36,8 +36,9 @@ class RegressionHead(AgeHead):
         loss_kwargs: Mapping[str, Any] | None = None,
         age_mean: float = 0.0,
         age_std: float = 1.0,
+        lr_scale: float = 1.0,
     ) -> None:
-        super().__init__(num_features, age_range, hidden, dropout)
+        super().__init__(num_features, age_range, hidden, dropout, lr_scale=lr_scale)
         if not float(age_std) > 0:
             raise UserError(f"head 'regression': age_std must be > 0, got {age_std}")
         self.loss_fn = build_loss(loss, **dict(loss_kwargs or {}))
