@@ -1,4 +1,4 @@
-"""Export a trained run (TorchScript, ONNX or a torch.export program), then check the file against the checkpoint on test images.
+"""Export a trained run (TorchScript, ONNX or torch.export), then check the file against the checkpoint on test images.
 
 `agebench export --run RESULTS/<dataset>/<model>/seed<k> --format torchscript|onnx|exported [--out FILE]` writes the
 network with its preprocessing constants (it takes RGB pixels 0..255 at the run's image size and returns
