@@ -48,8 +48,9 @@ def csv_names(tmp_path_factory) -> set[str]:
     return names
 
 
-def test_tensorboard_events_hold_the_csv_metric_names(tmp_path, csv_names):
-    pytest.importorskip("tensorboard")
+def test_tensorboard_events_hold_the_csv_metric_names(tmp_path, request):
+    pytest.importorskip("tensorboard")  # before the CSV fit: a missing package skips at once
+    csv_names = request.getfixturevalue("csv_names")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = _fit(tmp_path, "tensorboard")
@@ -60,8 +61,9 @@ def test_tensorboard_events_hold_the_csv_metric_names(tmp_path, csv_names):
     assert csv_names <= set(acc.Tags()["scalars"])
 
 
-def test_mlflow_run_holds_the_csv_metric_names_under_the_run_folder(tmp_path, csv_names):
-    pytest.importorskip("mlflow")
+def test_mlflow_run_holds_the_csv_metric_names_under_the_run_folder(tmp_path, request):
+    pytest.importorskip("mlflow")  # before the CSV fit: a missing package skips at once
+    csv_names = request.getfixturevalue("csv_names")
     from mlflow.tracking import MlflowClient
 
     run = _fit(tmp_path, "mlflow")
@@ -85,3 +87,12 @@ def test_a_missing_logger_package_is_a_one_line_error(tmp_path, monkeypatch):
         UserError, match=r"^logger.kind mlflow needs the mlflow package: pip install 'agebench\[mlflow\]'$"
     ):
         train.build_logger(cfg, tmp_path)
+
+
+def test_tracking_uri_at_its_default_leaves_config_hashes_unchanged():
+    from agebench.config import config_hash, to_dict
+
+    plain = to_dict(FitConfig())
+    old = {**plain, "logger": {k: v for k, v in plain["logger"].items() if k != "tracking_uri"}}
+    assert config_hash(plain) == config_hash(old)
+    assert config_hash({**plain, "logger": {**plain["logger"], "tracking_uri": "sqlite:///x.db"}}) != config_hash(old)
