@@ -106,9 +106,10 @@ class EvalSection:
 
 @dataclass
 class LoggerSection:
-    kind: str = "csv"  # csv | wandb | none
-    project: str = "agebench"
+    kind: str = "csv"  # csv | tensorboard | mlflow | wandb | none
+    project: str = "agebench"  # W&B project, MLflow experiment
     name: str | None = None
+    tracking_uri: str | None = None  # mlflow only; default: a file store under <run>/logs/mlruns
 
 
 @dataclass
@@ -303,6 +304,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("model", "age_range"): None,  # 0.3; only integer-age heads use it
     ("eval", "tta"): "none",  # 0.4; test-time augmentation
     ("model", "ablation_of"): None,  # 0.5; a statement for the report, not a setting of the run
+    ("logger", "tracking_uri"): None,  # 0.5; where MLflow logs does not change the run
 }
 # Sections that only hold such keys: dropped from the hash when nothing in them differs from the default.
 HASH_NEUTRAL_SECTIONS = ("eval",)

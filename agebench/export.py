@@ -1,10 +1,14 @@
-"""`agebench export`: a trained run as one self-contained file (TorchScript or ONNX), checked against its checkpoint.
+"""`agebench export`: a trained run as one self-contained file, checked against its checkpoint.
+
+Formats: ``torchscript`` (``.pt``, torch.jit.trace; deprecated in torch 2.14, kept until torch removes it), ``onnx``
+(``.onnx``, torch's dynamo-based exporter: torch.export + onnxscript, run by onnxruntime) and ``exported``
+(``.pt2``, a ``torch.export`` program: torch.export.export + torch.export.save, read back with torch.export.load).
 
 The exported network takes what a deployment has, RGB pixels: float32 ``[B, 3, S, S]`` in 0..255, the face crop
 already resized and centre-cropped as the run's eval transform does (``S`` = the run's image size; the batch
 size is free). It normalises with the run's mean and std itself and returns ages in years ``[B]``. The
-preprocessing constants (size, crop_pct, mean, std, input layout) are stored in the file: TorchScript's
-``agebench.json`` extra file, ONNX metadata_props.
+preprocessing constants (size, crop_pct, mean, std, input layout) are stored in the file: the ``agebench.json``
+extra file of TorchScript and ``.pt2``, ONNX metadata_props.
 
 Parity: a batch of the run's test images goes through the checkpoint as the bench evaluates it (albumentations'
 eval transform, Normalize included) and through the exported file from its uint8 pixels; the largest
@@ -28,7 +32,7 @@ from agebench.errors import UserError
 from agebench.predict import LoadedRun
 
 TOLERANCE = 1e-4  # years
-OPSET = 17
+OPSET = 18  # the dynamo-based ONNX exporter's lowest
 
 
 class PixelsToAge(nn.Module):
@@ -105,25 +109,30 @@ def _need(module: str, fmt: str) -> None:
         raise UserError(f"--format {fmt} needs the {module} package: pip install 'agebench[export]'")
 
 
+def _batch_dim() -> tuple[dict[int, object]]:
+    """The batch size stays free: one symbolic dimension on the pixels' first axis."""
+    return ({0: torch.export.Dim("batch")},)
+
+
 def _onnx(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> None:
     _need("onnx", "onnx")
+    _need("onnxscript", "onnx")
     import onnx
 
     ctx = _quiet()
-    # Autograd stays on: under no_grad, nn.TransformerEncoderLayer (the hybrid's encoder) takes PyTorch's fused
-    # inference kernel aten::_transformer_encoder_layer_fwd, which ONNX has no operator for; with grad enabled it
-    # runs (and exports as) its plain attention and MLP ops, with the same result.
-    # dynamo=False: the TorchScript-based exporter; torch's newer dynamo exporter needs onnxscript as well.
+    # torch's dynamo-based exporter: torch.export captures the graph, onnxscript translates it (opset 18, its
+    # lowest). The TorchScript-based one (dynamo=False) is deprecated in torch 2.14.
     try:
         torch.onnx.export(
             net,
             (example,),
             str(out),
-            dynamo=False,
+            dynamo=True,
             input_names=["pixels"],
             output_names=["age"],
-            dynamic_axes={"pixels": {0: "batch"}, "age": {0: "batch"}},
+            dynamic_shapes=_batch_dim(),
             opset_version=OPSET,
+            verbose=False,
         )
     finally:
         ctx.__exit__(None, None, None)
@@ -131,6 +140,30 @@ def _onnx(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> Non
     for key, value in meta.items():
         proto.metadata_props.add(key=f"agebench.{key}", value=json.dumps(value))
     onnx.save(proto, str(out))
+
+
+def _exported(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> None:
+    """A ``torch.export`` program (``.pt2``): the graph with its weights, the metadata as ``agebench.json``."""
+    ctx = _quiet()
+    try:
+        program = torch.export.export(net, (example,), dynamic_shapes=_batch_dim())
+        torch.export.save(program, str(out), extra_files={"agebench.json": json.dumps(meta)})
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _run_exported(file: Path) -> Callable[[np.ndarray], np.ndarray]:
+    ctx = _quiet()
+    try:
+        loaded = torch.export.load(str(file)).module()
+    finally:
+        ctx.__exit__(None, None, None)
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(torch.from_numpy(pixels)).numpy()
+
+    return run
 
 
 def _run_onnx(file: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -151,6 +184,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     "torchscript": Format(".pt", _torchscript, _run_torchscript),
     "onnx": Format(".onnx", _onnx, _run_onnx),
+    "exported": Format(".pt2", _exported, _run_exported),
 }
 
 
@@ -197,5 +231,8 @@ def export(run: LoadedRun, fmt: str, out: str | os.PathLike[str], rgb_images: li
         raise
     except Exception as err:  # an operator the format cannot express: say which model and why, in one line
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{run.name} cannot be exported to {fmt}: {type(err).__name__}: {first[:300]}") from None
+        others = " or ".join(f for f in FORMATS if f != fmt)
+        raise UserError(
+            f"{run.name} cannot be exported to {fmt}: {type(err).__name__}: {first[:300]} (try --format {others})"
+        ) from None
     return parity(run, rgb_images, out, fmt)

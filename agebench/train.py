@@ -145,7 +145,28 @@ def build_logger(cfg: FitConfig, out_dir: Path):
         return pl.loggers.WandbLogger(
             project=cfg.logger.project, name=cfg.logger.name, save_dir=str(out_dir), offline=wandb_offline()
         )
-    raise UserError(f"unknown logger.kind {kind!r} (csv, wandb, none)")
+    if kind == "tensorboard":
+        _need_logger("tensorboard", "tensorboard")
+        # Event files under <run>/logs/tensorboard, with the CSV logger's metric names (the same self.log calls).
+        return pl.loggers.TensorBoardLogger(save_dir=str(out_dir / "logs"), name="tensorboard", version="")
+    if kind == "mlflow":
+        _need_logger("mlflow", "mlflow")
+        # MLflow's own default store lies in the working directory, outside the run: without a tracking URI
+        # (logger.tracking_uri or MLFLOW_TRACKING_URI) the run logs to a file store under <run>/logs/mlruns, which
+        # needs no database package (mlflow-skinny has none); MLflow 3 asks for MLFLOW_ALLOW_FILE_STORE to use one.
+        uri = cfg.logger.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = (out_dir / "logs" / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return pl.loggers.MLFlowLogger(experiment_name=cfg.logger.project, run_name=cfg.logger.name, tracking_uri=uri)
+    raise UserError(f"unknown logger.kind {kind!r} (csv, tensorboard, mlflow, wandb, none)")
+
+
+def _need_logger(module: str, kind: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"logger.kind {kind} needs the {module} package: pip install 'agebench[{kind}]'")
 
 
 def trainer_kwargs(cfg: FitConfig) -> dict[str, Any]:

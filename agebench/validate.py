@@ -26,7 +26,7 @@ from agebench.errors import UserError
 # What pl.Trainer(precision=...) accepts (Lightning 2.x documentation, "precision" argument).
 PRECISIONS = ("16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-LOGGERS = ("csv", "wandb", "none")
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb", "none")
 # Trainer arguments that must be integers >= 1 when given.
 POSITIVE_INT_TRAINER_KEYS = ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes")
 

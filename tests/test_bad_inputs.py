@@ -115,7 +115,7 @@ CASES = [
     Case("fit-head", [*FIT, "model.head=nope"], ["model.head", "nope", "coral"], absent=["run"]),
     Case("fit-head-kwarg", [*FIT, "model.head={name: dldl, sigmaa: 2}"], ["dldl", "sigmaa"], absent=["run"]),
     Case("fit-age-range", [*FIT, "model.age_range=[60,10]"], ["model.age_range", "min_age < max_age"], absent=["run"]),
-    Case("fit-logger", [*FIT, "logger.kind=tensorboard"], ["logger.kind", "csv"], absent=["run"]),
+    Case("fit-logger", [*FIT, "logger.kind=neptune"], ["logger.kind", "csv"], absent=["run"]),
     Case("fit-seed", [*FIT, "seed=-1"], ["seed=-1"], absent=["run"]),
     Case("fit-pretrained-offline", [*FIT, "model.pretrained=true"], ["convnext_atto", "weights fetch"], absent=["run"]),
     # bench

@@ -1,6 +1,6 @@
-"""Export a trained run to TorchScript or ONNX, then check the file against the checkpoint on test images.
+"""Export a trained run (TorchScript, ONNX or torch.export), then check the file against the checkpoint on test images.
 
-`agebench export --run RESULTS/<dataset>/<model>/seed<k> --format torchscript|onnx [--out FILE]` writes the
+`agebench export --run RESULTS/<dataset>/<model>/seed<k> --format torchscript|onnx|exported [--out FILE]` writes the
 network with its preprocessing constants (it takes RGB pixels 0..255 at the run's image size and returns
 years) and prints the largest difference from the checkpoint on --n test images of the run's data set; more
 than 1e-4 years is an error (exit 2, the file is kept for inspection). ONNX needs `pip install 'agebench[export]'`.
@@ -15,7 +15,12 @@ from agebench.errors import UserError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="DIR", help="result folder RESULTS/<dataset>/<model>/seed<k>")
-    p.add_argument("--format", required=True, dest="fmt", help="torchscript or onnx")
+    p.add_argument(
+        "--format",
+        required=True,
+        dest="fmt",
+        help="torchscript (.pt), onnx (.onnx, dynamo exporter) or exported (.pt2, torch.export)",
+    )
     p.add_argument("--out", default=None, help="file to write (default <run>/export/model.pt or model.onnx)")
     p.add_argument("--n", type=int, default=16, help="test images for the parity check (default 16)")
     p.add_argument("--manifest", default=None, help="manifest of the test images (default: the run's config.yaml)")
