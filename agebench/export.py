@@ -17,9 +17,11 @@ difference in years is printed, and the export fails when it exceeds the toleran
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from agebench.data import transforms as T
-from agebench.errors import UserError
+from agebench.errors import UserError, require_package
 from agebench.predict import LoadedRun
 
 TOLERANCE = 1e-4  # years
@@ -68,32 +70,16 @@ def wrap(run: LoadedRun) -> PixelsToAge:
     return PixelsToAge(model.backbone, model.head, T.IMAGENET_MEAN, T.IMAGENET_STD).eval()
 
 
-def _quiet():
-    """torch 2.14 marks TorchScript and the TorchScript-based ONNX exporter deprecated; both still work."""
-    import warnings
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch 2.14 marks TorchScript deprecated and the exporters warn at length; the parity check is the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
-def _torchscript(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> None:
-    ctx = _quiet()
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(net, example, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={"agebench.json": json.dumps(meta)})
-    finally:
-        ctx.__exit__(None, None, None)
-
-
-def _run_torchscript(file: Path) -> Callable[[np.ndarray], np.ndarray]:
-    ctx = _quiet()
-    try:
-        loaded = torch.jit.load(str(file), map_location="cpu").eval()
-    finally:
-        ctx.__exit__(None, None, None)
+def _torch_runner(loaded: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
+    """A loaded TorchScript or torch.export module as a numpy pixels -> ages function."""
 
     def run(pixels: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -102,11 +88,19 @@ def _run_torchscript(file: Path) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def _need(module: str, fmt: str) -> None:
-    import importlib.util
+def _torchscript(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> None:
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(net, example, check_trace=False)
+        torch.jit.save(traced, str(out), _extra_files={"agebench.json": json.dumps(meta)})
 
-    if importlib.util.find_spec(module) is None:
-        raise UserError(f"--format {fmt} needs the {module} package: pip install 'agebench[export]'")
+
+def _run_torchscript(file: Path) -> Callable[[np.ndarray], np.ndarray]:
+    with _quiet():
+        return _torch_runner(torch.jit.load(str(file), map_location="cpu").eval())
+
+
+def _need(module: str, fmt: str) -> None:
+    require_package(module, f"--format {fmt}", "export")
 
 
 def _batch_dim() -> tuple[dict[int, object]]:
@@ -119,10 +113,9 @@ def _onnx(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> Non
     _need("onnxscript", "onnx")
     import onnx
 
-    ctx = _quiet()
     # torch's dynamo-based exporter: torch.export captures the graph, onnxscript translates it (opset 18, its
     # lowest). The TorchScript-based one (dynamo=False) is deprecated in torch 2.14.
-    try:
+    with _quiet():
         torch.onnx.export(
             net,
             (example,),
@@ -134,8 +127,6 @@ def _onnx(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> Non
             opset_version=OPSET,
             verbose=False,
         )
-    finally:
-        ctx.__exit__(None, None, None)
     proto = onnx.load(str(out))
     for key, value in meta.items():
         proto.metadata_props.add(key=f"agebench.{key}", value=json.dumps(value))
@@ -144,26 +135,14 @@ def _onnx(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> Non
 
 def _exported(net: PixelsToAge, example: torch.Tensor, out: Path, meta: dict) -> None:
     """A ``torch.export`` program (``.pt2``): the graph with its weights, the metadata as ``agebench.json``."""
-    ctx = _quiet()
-    try:
+    with _quiet():
         program = torch.export.export(net, (example,), dynamic_shapes=_batch_dim())
         torch.export.save(program, str(out), extra_files={"agebench.json": json.dumps(meta)})
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def _run_exported(file: Path) -> Callable[[np.ndarray], np.ndarray]:
-    ctx = _quiet()
-    try:
-        loaded = torch.export.load(str(file)).module()
-    finally:
-        ctx.__exit__(None, None, None)
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return loaded(torch.from_numpy(pixels)).numpy()
-
-    return run
+    with _quiet():
+        return _torch_runner(torch.export.load(str(file)).module())
 
 
 def _run_onnx(file: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from agebench import atomic
 from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
-from agebench.errors import UserError
+from agebench.errors import UserError, require_package
 from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
 from agebench.models.registry import regime_record
 from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
@@ -146,11 +146,11 @@ def build_logger(cfg: FitConfig, out_dir: Path):
             project=cfg.logger.project, name=cfg.logger.name, save_dir=str(out_dir), offline=wandb_offline()
         )
     if kind == "tensorboard":
-        _need_logger("tensorboard", "tensorboard")
+        require_package("tensorboard", "logger.kind tensorboard", "tensorboard")
         # Event files under <run>/logs/tensorboard, with the CSV logger's metric names (the same self.log calls).
         return pl.loggers.TensorBoardLogger(save_dir=str(out_dir / "logs"), name="tensorboard", version="")
     if kind == "mlflow":
-        _need_logger("mlflow", "mlflow")
+        require_package("mlflow", "logger.kind mlflow", "mlflow")
         # MLflow's own default store lies in the working directory, outside the run: without a tracking URI
         # (logger.tracking_uri or MLFLOW_TRACKING_URI) the run logs to a file store under <run>/logs/mlruns, which
         # needs no database package (mlflow-skinny has none); MLflow 3 asks for MLFLOW_ALLOW_FILE_STORE to use one.
@@ -160,13 +160,6 @@ def build_logger(cfg: FitConfig, out_dir: Path):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         return pl.loggers.MLFlowLogger(experiment_name=cfg.logger.project, run_name=cfg.logger.name, tracking_uri=uri)
     raise UserError(f"unknown logger.kind {kind!r} (csv, tensorboard, mlflow, wandb, none)")
-
-
-def _need_logger(module: str, kind: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise UserError(f"logger.kind {kind} needs the {module} package: pip install 'agebench[{kind}]'")
 
 
 def trainer_kwargs(cfg: FitConfig) -> dict[str, Any]:
