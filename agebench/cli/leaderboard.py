@@ -1,4 +1,6 @@
-"""Build the leaderboard from a results folder (RESULTS/<dataset>/<model>/seed<k>/metrics.json).
+"""Build the leaderboard from a results folder (RESULTS/<dataset>/<model>/seed<k>/metrics.json), a result bundle
+(`agebench bundle`), or several of them: a merged leaderboard whose rows name their source, where cells are pooled
+and paired only with cells on the same test split (same paths and ages); the others are listed with the reason.
 
 With --out FOLDER (or --format all) it writes leaderboard.md/.csv/.json/.html, pairwise.csv and plots/*.png there
 and prints the table; with --out FILE it writes that one format; with no --out, md/csv/json go to stdout. Every
@@ -17,7 +19,11 @@ from agebench.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", help="results folder: <dataset>/<model>/seed<k>/metrics.json below it")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="results folder(s) (<dataset>/<model>/seed<k>/metrics.json below) or bundle(s) (.zip); several: merged",
+    )
     p.add_argument(
         "--format",
         dest="fmt",
@@ -112,6 +118,8 @@ def print_table(rows, analysis=None) -> None:
     for key, header, width in TERMINAL_COLUMNS:
         numeric = key in ("cs5", "baseline", "params", "latency", "throughput")
         table.add_column(header, min_width=width, justify="right" if numeric else "left", overflow="fold")
+    if any(row.origin for row in rows):
+        table.add_column("source", min_width=8, overflow="fold")
     for row in rows:
         text = row.display()
         if row.status == "reference":
@@ -121,6 +129,8 @@ def print_table(rows, analysis=None) -> None:
             escape(text[k]) if k != "flags" or not text[k] else f"[yellow]{escape(text[k])}[/]"
             for k, _, _ in TERMINAL_COLUMNS
         ]
+        if any(r.origin for r in rows):
+            values.append(escape(row.origin or text["source"]))
         table.add_row(*values, style=style)
     # Piped (make bench > log) rich assumes 80 columns and crops the table's right columns: give it room.
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -166,11 +176,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agebench.atomic import check_writable_dir, check_writable_file
-    from agebench.report import build_leaderboard, resolve_target
+    from agebench.report import build_leaderboard, home_folder, resolve_target
 
     config = stats_config(args)
-    if Path(args.results).is_dir():  # a missing folder is build_leaderboard's to name
-        fmt, target = resolve_target(Path(args.results), args.out, args.fmt)
+    home = home_folder(args.results)
+    if home is not None or len(args.results) > 1 or Path(args.results[0]).is_file():  # a missing one: named later
+        fmt, target = resolve_target(home, args.out, args.fmt)
         name = f"--out {args.out}" if args.out else None
         if target is not None:  # before the statistics, which take the time
             (check_writable_dir if fmt == "all" else check_writable_file)(target, name)
@@ -194,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
             from agebench.report.matrix import to_markdown
 
             sys.stdout.write("\n" + to_markdown(built.matrices))
+        from agebench.report.tables import unpooled
+
+        for u in unpooled(built.cells):
+            print(f"not pooled: {u['cell']} -> table {u['table']}: {u['reason']}")
         for path in built.written:
             print(f"wrote {path}")
     for row in built.rows:

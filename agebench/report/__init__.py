@@ -8,6 +8,7 @@ anywhere. This package's import stays light for that reason; matplotlib loads on
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from agebench.report.folds import load_cells
 from agebench.report.leaderboard import Row, build_rows, to_csv
 from agebench.report.results import Cell
 from agebench.report.significance import Analysis, StatsConfig, analyse
+from agebench.report.sources import load_sources
 from agebench.report.tables import pairs_csv, to_json, to_markdown
 
 FORMATS = ("md", "csv", "json", "html", "all")
@@ -83,15 +85,18 @@ def _render_matrix(fmt: str, matrices: list[cross.Matrix]) -> str:
     return renderers[fmt](matrices)
 
 
-def resolve_target(results_dir: Path, out: str | Path | None, fmt: str | None) -> tuple[str, Path | None]:
+def resolve_target(results_dir: Path | None, out: str | Path | None, fmt: str | None) -> tuple[str, Path | None]:
     """(format, path). ``out`` is a folder, which gets every format, when it is one, ends with a slash, or has no
-    suffix while no format is given; otherwise a file whose suffix picks the format unless ``fmt`` does."""
+    suffix while no format is given; otherwise a file whose suffix picks the format unless ``fmt`` does.
+    ``results_dir``: the one results folder (None for several sources or a bundle, which have no default)."""
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if out is None:
         if fmt == "html":
             raise UserError("--format html needs --out (a .html file or a folder)")
-        return (fmt or "md"), (results_dir / "leaderboard" if fmt == "all" else None)
+        if fmt == "all" and results_dir is None:
+            raise UserError("--format all needs --out (a folder) when the results are several sources or a bundle")
+        return (fmt or "md"), (results_dir / "leaderboard" if fmt == "all" and results_dir is not None else None)
     path = Path(out)
     suffix = path.suffix.lower()
     if path.is_dir() or str(out).endswith(("/", os.sep)) or (fmt is None and not suffix):
@@ -105,8 +110,16 @@ def resolve_target(results_dir: Path, out: str | Path | None, fmt: str | None) -
     return fmt, path
 
 
+def home_folder(sources: list[str | Path]) -> Path | None:
+    """The one results folder the default outputs go into; None for several sources or a bundle."""
+    first = Path(sources[0]) if sources else None
+    if len(sources) == 1 and first is not None and first.is_dir() and not (first / "bundle.json").is_file():
+        return first
+    return None
+
+
 def build_leaderboard(
-    results_dir: str | Path,
+    results_dir: str | Path | list[str | Path],
     out: str | Path | None = None,
     fmt: str | None = None,
     reference: str = "matching",
@@ -115,15 +128,23 @@ def build_leaderboard(
     matrix: bool = False,
 ) -> Built:
     """Load ``results_dir``, build the rows and their statistics, and write ``out`` (file or folder) or return
-    the text to print.
+    the text to print. ``results_dir``: a results folder, a bundle, or a list of them (a merged leaderboard:
+    agebench.report.sources).
 
     ``reference``: which published rows to add: ``matching`` (data sets present in the results), ``all``, ``none``.
     ``stats``: resamples, confidence level and seed of the intervals and tests (default: 2000, 95%, 0).
     ``matrix``: write (or return) only the cross-dataset matrix, as md, csv or json.
     """
-    results_dir = Path(results_dir)
-    fmt, target = resolve_target(results_dir, out, fmt)
-    cells = load_cells(results_dir, verify=verify)
+    sources = list(results_dir) if isinstance(results_dir, (list, tuple)) else [results_dir]
+    fmt, target = resolve_target(home_folder(sources), out, fmt)
+    with ExitStack() as stack:  # bundles are unpacked into temporary folders until the build is written
+        cells = load_sources(sources, verify, stack)
+        return _build(cells, fmt, target, reference, stats, matrix)
+
+
+def _build(
+    cells: list[Cell], fmt: str, target: Path | None, reference: str, stats: StatsConfig | None, matrix: bool
+) -> Built:
     rows = build_rows(cells, reference=reference)
     analysis = analyse(rows, stats)
     built = Built(rows=rows, cells=cells, analysis=analysis, matrices=cross.build_matrices(rows, stats))

@@ -30,7 +30,10 @@ FLAG_CROSS_OVERLAP = "cross-eval overlap"
 FLAG_FOLDS = "folds pooled"
 FLAG_TTA = "tta flip"
 FLAG_DEGENERATE = "degenerate"
+FLAG_OTHER_SPLIT = "other test split"
 FLAG_HELP = {
+    FLAG_OTHER_SPLIT: "a merged leaderboard's cell whose test split (its predictions' paths and ages) is not its data "
+    "set's reference split, the first source's: ranked and paired only within its own table, never with the others",
     FLAG_DEGENERATE: "the model's defining mechanism is off at this image size (attention over < 4 tokens, or a "
     "CNN whose last map is 1x1; column *regime*): the row does not measure the architecture it names",
     FLAG_TTA: "test predictions average each image and its mirror (eval.tta=flip): not comparable to single-view rows",
@@ -82,6 +85,8 @@ class Row:
     dataset: str
     model: str
     source: str = MEASURED
+    origin: str = ""  # results folder or bundle the row came from, in a merged leaderboard; "" with one source
+    table: str = ""  # comparison table when not the data set's (a merged cell on another test split)
     status: str = "ok"  # "ok" | "failed" | "invalid" | "reference"
     cells: tuple[Cell, ...] = ()
     mae_mean: float | None = None
@@ -117,8 +122,14 @@ class Row:
             math.inf if self.mae_mean is None else self.mae_mean,
             self.model,
             self.source != MEASURED,
+            self.origin,
             self.seeds,
         )
+
+    @property
+    def source_text(self) -> str:
+        """``measured``, or ``measured (labA)`` in a merged leaderboard."""
+        return f"{self.source} ({self.origin})" if self.origin else self.source
 
     def to_dict(self) -> dict[str, Any]:
         """The machine-readable row (CSV and JSON): plain values, rounded so reruns print identically."""
@@ -153,6 +164,8 @@ class Row:
             "ablation_of": self.ablation_of,
             "flags": list(self.flags),
             "error": self.error,
+            "origin": self.origin or None,
+            "table": self.table or None,
             "cells": [c.rel for c in self.cells],
             "warnings": list(self.warnings),
         }
@@ -166,7 +179,7 @@ class Row:
                 "rank": "",
                 "group": "",
                 "model": self.model,
-                "source": self.source,
+                "source": self.source_text,
                 "regime": self.regime,
                 "seeds": seeds,
                 "mae": f"{self.status}: {self.error}",
@@ -192,7 +205,7 @@ class Row:
             "rank": _fmt(self.rank, "{}"),
             "group": _fmt(self.group, "{}") if self.group is not None or not measured else "–",
             "model": self.model,
-            "source": self.source,
+            "source": self.source_text,
             "regime": self.regime,
             "seeds": seeds,
             "mae": mae,
@@ -237,6 +250,8 @@ def cell_flags(cell: Cell) -> tuple[str, ...]:
         flags.append(FLAG_TTA if cell.metrics["tta"] == "flip" else f"tta {cell.metrics['tta']}")
     if cell.degenerate:
         flags.append(FLAG_DEGENERATE)
+    if cell.split_table:
+        flags.append(FLAG_OTHER_SPLIT)
     return tuple(flags)
 
 
@@ -265,6 +280,8 @@ def pooled_row(cells: list[Cell]) -> Row:
     return Row(
         dataset=first.dataset,
         model=first.model,
+        origin=first.origin,
+        table=first.split_table or "",
         cells=tuple(cells),
         mae_mean=statistics.fmean(maes),
         mae_std=statistics.stdev(maes) if len(maes) >= 2 else None,
@@ -288,10 +305,11 @@ def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
     """Leaderboard rows sorted by data set, then MAE (failures last); ``reference``: matching | all | none."""
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        key = (cell.dataset, cell.model, cell.status, cell_flags(cell) if cell.ok else cell.error)
+        flags = cell_flags(cell) if cell.ok else cell.error
+        key = (cell.dataset, cell.model, cell.origin, cell.split_table, cell.status, flags)
         groups.setdefault(key, []).append(cell)
     rows = []
-    for (dataset, model, status, _), members in groups.items():
+    for (dataset, model, origin, _, status, _), members in groups.items():
         if status == "ok":
             rows.append(pooled_row(members))
         else:
@@ -299,6 +317,7 @@ def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
                 Row(
                     dataset=dataset,
                     model=model,
+                    origin=origin,
                     status=status,
                     cells=tuple(members),
                     error=members[0].error,
@@ -334,6 +353,8 @@ def cell_record(cell: Cell) -> dict[str, Any]:
         "model": cell.model,
         "seed": cell.seed,
         "path": cell.rel,
+        "origin": cell.origin or None,
+        "split_note": cell.split_note,
         "status": cell.status,
         "error": cell.error,
         "warnings": list(cell.warnings),

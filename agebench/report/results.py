@@ -77,6 +77,13 @@ class Cell:
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
+    # Set when a leaderboard merges several sources (agebench.report.sources): the folder's or bundle's label,
+    # the bundle file the cell came from, and, for a test split other than its data set's reference split, the
+    # comparison table it goes to and why it is not pooled with the others.
+    origin: str = ""
+    bundle: str | None = None
+    split_table: str | None = None
+    split_note: str | None = None
 
     @property
     def ok(self) -> bool:

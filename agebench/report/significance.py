@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from agebench.report import stats
-from agebench.report.leaderboard import FLAG_LEAKY, Row, RowInterval
+from agebench.report.leaderboard import FLAG_LEAKY, FLAG_OTHER_SPLIT, Row, RowInterval
 from agebench.report.results import Cell, Predictions
 
 CS_KS = tuple(range(1, 11))
@@ -284,8 +284,17 @@ def _join(names: list[str]) -> str:
 
 
 def row_label(row: Row) -> str:
-    """A row's name in comparisons: the model, plus its flags where it has any (a leaky seed is its own row)."""
-    return row.model + (f" [{', '.join(row.flags)}]" if row.flags else "")
+    """A row's name in comparisons: the model, its source in a merged leaderboard, and its flags where it has
+    any (a leaky seed is its own row)."""
+    origin = f" ({row.origin})" if row.origin else ""
+    return row.model + origin + (f" [{', '.join(row.flags)}]" if row.flags else "")
+
+
+def _interval_key(row: Row) -> str:
+    """The seed of a row's interval: data set, model and flags, not the source, so a row's interval is the same
+    in a merged leaderboard as in its own folder's."""
+    flags = [f for f in row.flags if f != FLAG_OTHER_SPLIT]
+    return f"{row.dataset}/{row.model}" + (f" [{', '.join(flags)}]" if flags else "")
 
 
 def compare_dataset(dataset: str, rows: list[Row], cfg: StatsConfig) -> DatasetComparison:
@@ -352,7 +361,9 @@ def friedman_over_datasets(rows: list[Row], alpha: float) -> tuple[FriedmanSumma
     """
     best: dict[tuple[str, str], Row] = {}
     for row in rows:
-        if row.status != "ok" or row.source != "measured" or FLAG_LEAKY in row.flags or row.mae_mean is None:
+        if row.status != "ok" or row.source != "measured" or row.mae_mean is None:
+            continue
+        if FLAG_LEAKY in row.flags or FLAG_OTHER_SPLIT in row.flags:
             continue
         key = (row.dataset, row.model)
         if key not in best or len(row.cells) > len(best[key].cells):
@@ -437,11 +448,11 @@ def analyse(rows: list[Row], cfg: StatsConfig | None = None) -> Analysis:
     by_dataset: dict[str, list[Row]] = {}
     for row in rows:
         if row.status == "ok" and row.source == "measured":
-            by_dataset.setdefault(row.dataset, []).append(row)
+            by_dataset.setdefault(row.table or row.dataset, []).append(row)  # another test split: its own table
     comparisons = {}
     for dataset, members in by_dataset.items():
         for row in members:
-            row.interval = row_interval(row.cells, f"{dataset}/{row_label(row)}", cfg)
+            row.interval = row_interval(row.cells, _interval_key(row), cfg)
         # Ranked and compared: rows whose numbers can be trusted and paired. A leaky row's MAE is optimistic
         # and a row without predictions cannot be paired; they keep their place in the table, with no rank.
         ranked = sorted(

@@ -72,12 +72,19 @@ def ablations(rows: list[Row], analysis: Analysis | None) -> list[Ablation]:
         if row.status != "ok" or not row.ablation_of:
             continue
         full = next(
-            (r for r in rows if r.dataset == row.dataset and r.model == row.ablation_of and r.status == "ok"), None
+            (
+                r
+                for r in rows
+                if (r.dataset, r.origin, r.table) == (row.dataset, row.origin, row.table)
+                and r.model == row.ablation_of
+                and r.status == "ok"
+            ),
+            None,
         )
         if full is None:
             out.append(Ablation(row.dataset, row.ablation_of, row.model, reason="no finished row of that name"))
             continue
-        comp = analysis.datasets.get(row.dataset) if analysis else None
+        comp = analysis.datasets.get(row.table or row.dataset) if analysis else None
         a, b = row_label(full), row_label(row)
         pair = comp.pair(a, b) if comp else None
         sign = 1.0
@@ -114,9 +121,38 @@ def to_json(
         "ablations": [a.to_dict() for a in ablations(rows, analysis)],
         "statistics": analysis.to_dict() if analysis else None,
         "cross_matrix": cross,
+        "unpooled": unpooled(cells),
         "cells": [cell_record(c) for c in cells],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def unpooled(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Cells of a merged leaderboard kept out of their data set's table (another test split), with the reason."""
+    return [
+        {"cell": c.rel, "origin": c.origin, "dataset": c.dataset, "table": c.split_table, "reason": c.split_note}
+        for c in cells
+        if c.split_note
+    ]
+
+
+def sources_markdown(cells: list[Cell]) -> list[str]:
+    """A merged leaderboard's sources and the cells not pooled; nothing for a single results folder."""
+    origins = list(dict.fromkeys(c.origin for c in cells if c.origin))
+    if not origins:
+        return []
+    lines = ["## Sources", ""]
+    for origin in origins:
+        mine = [c for c in cells if c.origin == origin]
+        where = next((c.bundle for c in mine if c.bundle), None)
+        lines.append(f"- **{_md_cell(origin)}**: {len(mine)} cell(s)" + (f", bundle `{where}`" if where else ""))
+    lines.append("")
+    found = unpooled(cells)
+    if found:
+        lines += ["## Not pooled: other test splits", ""]
+        lines += [f"- {_md_cell(u['cell'])} (table *{_md_cell(u['table'])}*): {_md_cell(u['reason'])}" for u in found]
+        lines.append("")
+    return lines
 
 
 # The pairwise table (pairwise.csv and the Markdown / terminal section): one row per compared pair.
@@ -207,6 +243,7 @@ def to_markdown(
     used = sorted({f for r in rows for f in r.flags})
     if used:
         lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]
+    lines += sources_markdown(cells)
     warnings = [w for r in rows for w in r.warnings]
     if warnings:
         lines += ["## Warnings", ""] + [f"- {_md_cell(w)}" for w in warnings] + [""]
