@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "bench": "train every model on every data set, one process per cell",
     "profile": "parameter count, GFLOPs, latency and throughput of a model",
     "leaderboard": "build the leaderboard (md/csv/json/html + plots) from result files",
+    "bundle": "pack result cells (metrics, predictions, configs; no weights) with sha256 digests into a zip",
+    "verify": "check a result bundle: digests, recomputed metrics, coverage of your test split (exit 1: mismatch)",
     "compare": "paired significance test of two models on one data set",
     "explain": "Grad-CAM maps and a failure report for finished runs",
     "predict": "predict ages of new images (files or folders) with a trained run",

@@ -58,7 +58,9 @@ def expand_cells(paths: list[str | Path]) -> list[Path]:
         elif path.is_dir() and find_cell_dirs(path):
             out += find_cell_dirs(path)
         elif path.is_dir():
-            raise UserError(f"{path}: neither a result cell (<dataset>/<model>/seed<k>/metrics.json) nor a results folder")
+            raise UserError(
+                f"{path}: neither a result cell (<dataset>/<model>/seed<k>/metrics.json) nor a results folder"
+            )
         else:
             raise UserError(f"{path}: no such folder")
     return out
@@ -128,9 +130,7 @@ def _check_index(path: Path, index: Any) -> dict[str, Any]:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise UserError(f"{path}: {INDEX} is not an agebench bundle index")
     if index.get("bundle_version") != BUNDLE_VERSION:
-        raise UserError(
-            f"{path}: bundle_version {index.get('bundle_version')!r}, this agebench reads {BUNDLE_VERSION}"
-        )
+        raise UserError(f"{path}: bundle_version {index.get('bundle_version')!r}, this agebench reads {BUNDLE_VERSION}")
     if not isinstance(index.get("sha256"), dict):
         raise UserError(f"{path}: {INDEX} has no sha256 table")
     return index
@@ -210,4 +210,3 @@ def unpack(bundle: Bundle, into: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(bundle.members[arc])
     return into
-

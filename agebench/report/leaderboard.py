@@ -118,6 +118,7 @@ class Row:
         rank = 1 if self.status in ("failed", "invalid") else 0
         return (
             self.dataset,
+            self.table,  # "" (the data set's reference split) first, then merged cells on other test splits
             rank,
             math.inf if self.mae_mean is None else self.mae_mean,
             self.model,

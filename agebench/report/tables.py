@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, FORMAT_VERSION, Row, _round, cell_record, format_p
@@ -145,7 +146,9 @@ def sources_markdown(cells: list[Cell]) -> list[str]:
     for origin in origins:
         mine = [c for c in cells if c.origin == origin]
         where = next((c.bundle for c in mine if c.bundle), None)
-        lines.append(f"- **{_md_cell(origin)}**: {len(mine)} cell(s)" + (f", bundle `{where}`" if where else ""))
+        lines.append(
+            f"- **{_md_cell(origin)}**: {len(mine)} cell(s)" + (f", bundle `{Path(where).name}`" if where else "")
+        )
     lines.append("")
     found = unpooled(cells)
     if found:
