@@ -271,7 +271,11 @@ def test_html_embeds_each_plot_as_png_and_loads_nothing_external(results: Path, 
         png = base64.b64decode(data, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(png) < 2_000_000
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|ftp:)""", html, re.I)
-    assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
+    assert "<link" not in html.lower() and "@import" not in html
+    # One inline script (sorting and filtering, issue 26): no src, and it loads and sends nothing.
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S | re.I)
+    assert len(scripts) == 1 and scripts[0][0].strip() == ""
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(|WebSocket|sendBeacon|https?:", scripts[0][1])
     assert "abc123" in html and "cpu (x86_64, 2 threads)" in html  # provenance section
 
 

@@ -1,7 +1,12 @@
-"""A self-contained HTML leaderboard: one file, plots inlined as base64 PNG, no scripts, no external assets.
+"""A self-contained HTML leaderboard: one file, plots inlined as base64 PNG, one small inline script, no external
+assets.
 
-It has to open from an e-mail attachment or an air-gapped cluster, and it must not phone home. Links to per-run
-failure reports are relative to where the page is written, so the page and the results folder can move together.
+It has to open from an e-mail attachment or an air-gapped cluster, and it must not phone home: the script is
+inline (no src, no CDN), loads nothing and sends nothing (no fetch, no XMLHttpRequest, no imports); it only sorts
+the leaderboard table by a clicked header and filters its rows by data set, model, flag and source. Without
+JavaScript the page still renders every table in full (the filter bar stays hidden), and the interval bars are
+plain CSS. Links to per-run failure reports and configs are relative to where the page is written, so the page and
+the results folder can move together; a row from a bundle links to the bundle.
 """
 
 from __future__ import annotations
@@ -49,6 +54,67 @@ td.better { background: #dff3df; } td.worse { background: #fbe3e1; } td.tie { ba
 td.self { background: #fff; } p.summary { font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 dt { font-weight: bold; } code { background: #f4f4f4; padding: 0 3px; }
+th.sortable { cursor: pointer; user-select: none; } th.sortable:hover { background: #e4e4e4; }
+th[aria-sort=ascending]::after { content: " \\25B2"; } th[aria-sort=descending]::after { content: " \\25BC"; }
+.ci { display: block; position: relative; height: 6px; background: #eee; margin-top: 3px; min-width: 90px; }
+.ci-bar { position: absolute; top: 0; height: 6px; min-width: 2px; background: #4a78c2; border-radius: 3px; }
+.ci-mean { position: absolute; top: -2px; width: 2px; height: 10px; background: #111; }
+#filters { margin: 0.6em 0; } #filters label { margin-right: 1.2em; } #shown { color: #555; }
+"""
+# Sorts #leaderboard by a clicked (or Enter/Space) header, toggling the direction, empty cells last; the filter
+# bar's selects keep the rows whose data-<name> holds the chosen value. Stable, so ties keep the MAE order.
+_SCRIPT = """
+(function () {
+  "use strict";
+  var table = document.getElementById("leaderboard");
+  if (!table) { return; }
+  var body = table.tBodies[0], heads = table.tHead.rows[0].cells, each = Array.prototype.forEach;
+  function value(row, i) {
+    var cell = row.cells[i], raw = cell.getAttribute("data-sort");
+    return raw === null ? cell.textContent.trim() : raw;
+  }
+  function compare(a, b) {
+    var x = Number(a), y = Number(b);
+    return isNaN(x) || isNaN(y) ? a.localeCompare(b) : x - y;
+  }
+  each.call(heads, function (th, i) {
+    th.classList.add("sortable");
+    th.tabIndex = 0;
+    th.title = "sort by " + th.textContent;
+    function sort() {
+      var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+      each.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+      var rows = Array.prototype.map.call(body.rows, function (r, k) { return [r, value(r, i), k]; });
+      rows.sort(function (p, q) {
+        if (p[1] === "" || q[1] === "") { return (p[1] === "") - (q[1] === "") || p[2] - q[2]; }
+        return dir * compare(p[1], q[1]) || p[2] - q[2];
+      });
+      rows.forEach(function (p) { body.appendChild(p[0]); });
+    }
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); sort(); }
+    });
+  });
+  var bar = document.getElementById("filters");
+  if (!bar) { return; }
+  bar.hidden = false;
+  var selects = bar.querySelectorAll("select"), shown = document.getElementById("shown");
+  function apply() {
+    var n = 0;
+    each.call(body.rows, function (row) {
+      var keep = Array.prototype.every.call(selects, function (s) {
+        return !s.value || (row.getAttribute("data-" + s.name) || "").split("|").indexOf(s.value) >= 0;
+      });
+      row.hidden = !keep;
+      n += keep ? 1 : 0;
+    });
+    shown.textContent = "showing " + n + " of " + body.rows.length + " rows";
+  }
+  each.call(selects, function (s) { s.addEventListener("change", apply); });
+  apply();
+})();
 """
 
 
@@ -56,11 +122,100 @@ def _link(target: Path, base: Path) -> str:
     return quote(Path(os.path.relpath(target, base)).as_posix())
 
 
+def _sort_values(row: Row) -> dict[str, float | int | None]:
+    """Numbers the script sorts by (a column absent here sorts by its text); None: empty, sorted last."""
+    iv = row.interval
+    return {
+        "rank": row.rank,
+        "group": row.group,
+        "seeds": len(row.cells) if row.cells else None,
+        "mae": row.mae_mean,
+        "mae_ci": iv.mae[0] if iv else None,
+        "cs5": row.cs5_mean,
+        "baseline": row.baseline_mae,
+        "params": row.params_m,
+        "latency": row.latency_ms,
+        "throughput": row.throughput,
+    }
+
+
+def _scales(rows: list[Row]) -> dict[str, tuple[float, float]]:
+    """Per data set, the span the interval bars are drawn on: every row's interval, 5% margin each side."""
+    spans: dict[str, list[float]] = {}
+    for row in rows:
+        if row.interval is not None:
+            spans.setdefault(row.dataset, []).extend(row.interval.mae)
+    out = {}
+    for dataset, values in spans.items():
+        lo, hi = min(values), max(values)
+        pad = 0.05 * (hi - lo) or 0.5
+        out[dataset] = (lo - pad, hi + pad)
+    return out
+
+
+def _ci_bar(row: Row, scale: tuple[float, float] | None) -> str:
+    if row.interval is None or scale is None or row.mae_mean is None:
+        return ""
+    lo, hi = scale
+    (a, b), m = row.interval.mae, row.mae_mean
+
+    def pct(x: float) -> float:
+        return round(100 * (x - lo) / (hi - lo), 2)
+
+    return (
+        f'<span class="ci" aria-hidden="true" title="{escape(row.display()["mae_ci"])}">'
+        f'<span class="ci-bar" style="left:{pct(a)}%;width:{pct(b) - pct(a)}%"></span>'
+        f'<span class="ci-mean" style="left:{pct(m)}%"></span></span>'
+    )
+
+
+def _config_links(row: Row, base: Path) -> list[str]:
+    """Each seed's config.yaml: beside the results, or inside the bundle the row came from."""
+    out = []
+    for c in row.cells:
+        if c.bundle:
+            inner = f"{c.rel.split(':', 1)[-1]}/config.yaml"
+            out.append(f'<a href="{_link(Path(c.bundle).resolve(), base)}" title="{escape(inner)}">seed {c.seed}</a>')
+        elif (c.path / "config.yaml").is_file():
+            out.append(f'<a href="{_link(c.path / "config.yaml", base)}">seed {c.seed}</a>')
+    return out
+
+
+def _filter_values(row: Row) -> dict[str, list[str]]:
+    return {
+        "dataset": [row.dataset],
+        "model": [row.model],
+        "flag": list(row.flags) or ["none"],
+        "source": [row.origin or row.source],
+    }
+
+
+def _filters(rows: list[Row]) -> list[str]:
+    """The filter bar: hidden until the script shows it (without JavaScript it could do nothing)."""
+    names = {"dataset": "data set", "model": "model", "flag": "flag", "source": "source"}
+    out = ['<div id="filters" hidden>']
+    for key, label in names.items():
+        values = sorted({v for r in rows for v in _filter_values(r)[key]})
+        if key == "source" and len(values) < 2:
+            continue
+        options = "".join(
+            f'<option value="{escape(v)}">{escape("no flag" if key == "flag" and v == "none" else v)}</option>'
+            for v in values
+        )
+        out.append(
+            f'<label>{escape(label)} <select name="{key}"><option value="">all</option>{options}</select></label>'
+        )
+    return out + ['<span id="shown"></span></div>']
+
+
 def _table(rows: list[Row], base: Path) -> list[str]:
-    out = ["<table>", "<thead><tr>"]
-    out += [f"<th>{escape(h)}</th>" for _, h in DISPLAY_COLUMNS] + ["<th>reports</th>", "</tr></thead><tbody>"]
+    out = _filters(rows) + ['<table id="leaderboard">', "<thead><tr>"]
+    out += [f"<th>{escape(h)}</th>" for _, h in DISPLAY_COLUMNS]
+    out += ["<th>reports</th>", "<th>config</th>", "</tr></thead><tbody>"]
+    scales = _scales(rows)
     for row in rows:
         text = row.display()
+        numbers = _sort_values(row)
         cells = []
         for key, _ in DISPLAY_COLUMNS:
             if key == "flags":
@@ -69,17 +224,58 @@ def _table(rows: list[Row], base: Path) -> list[str]:
                 )
             elif key == "mae" and row.status in ("failed", "invalid"):
                 value = f'<span class="error">{escape(text[key])}</span>'
+            elif key == "mae_ci":
+                value = escape(text[key]) + _ci_bar(row, scales.get(row.dataset))
             else:
                 value = escape(text[key])
-            cells.append(f"<td>{value}</td>")
+            sort = ""
+            if key in numbers:
+                number = numbers[key]
+                sort = f' data-sort="{"" if number is None else f"{number:.6g}"}"'
+            cells.append(f"<td{sort}>{value}</td>")
         links = [
             f'<a href="{_link(target, base)}">seed {c.seed}: {escape(label)}</a>'
             for c in row.cells
             for label, target in c.report_links()
         ]
         cells.append(f"<td>{'<br>'.join(links)}</td>")
-        out.append(f'<tr class="{escape(row.status)}">' + "".join(cells) + "</tr>")
+        cells.append(f"<td>{' '.join(_config_links(row, base))}</td>")
+        data = "".join(f' data-{k}="{escape("|".join(v))}"' for k, v in _filter_values(row).items())
+        out.append(f'<tr class="{escape(row.status)}"{data}>' + "".join(cells) + "</tr>")
     return out + ["</tbody></table>"]
+
+
+def _sources(cells: list[Cell]) -> list[str]:
+    """A merged leaderboard's sources and the cells kept out of their data set's table (another test split)."""
+    from agebench.report.tables import unpooled
+
+    origins = list(dict.fromkeys(c.origin for c in cells if c.origin))
+    if not origins:
+        return []
+    out = ["<h2>Sources</h2>", "<ul>"]
+    for origin in origins:
+        mine = [c for c in cells if c.origin == origin]
+        where = next((c.bundle for c in mine if c.bundle), None)
+        out.append(
+            f"<li><strong>{escape(origin)}</strong>: {len(mine)} cell(s)"
+            + (f", bundle <code>{escape(Path(where).name)}</code>" if where else "")
+            + "</li>"
+        )
+    out.append("</ul>")
+    found = unpooled(cells)
+    if found:
+        out += [
+            '<h2 id="unpooled">Not pooled: other test splits</h2>',
+            "<p>Cells whose test split (the paths and ages of their predictions) differs from their data set's "
+            "reference split, the first source's: they are ranked and paired only in a table of their own.</p>",
+            "<ul>",
+        ]
+        out += [
+            f"<li><code>{escape(u['cell'])}</code> (table <em>{escape(u['table'])}</em>): {escape(u['reason'])}</li>"
+            for u in found
+        ]
+        out.append("</ul>")
+    return out
 
 
 ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "any")
@@ -275,6 +471,7 @@ def render_html(
     warnings = [w for r in rows for w in r.warnings]
     if warnings:
         parts += ["<h2>Warnings</h2>", "<ul>"] + [f"<li>{escape(w)}</li>" for w in warnings] + ["</ul>"]
+    parts += _sources(cells)
     parts += _attention_table(cells)
     # `agebench explain --run A --run B ... --out RESULTS/explain` (as `make bench` runs it): the comparison grid.
     for grid in sorted({c.path.parents[2] / "explain" / "gradcam.png" for c in cells}):
@@ -301,6 +498,7 @@ def render_html(
     parts += [
         "</table>",
         f"<p>Page built by agebench {escape(__version__)} from {len(cells)} result cell(s).</p>",
+        f"<script>{_SCRIPT}</script>",
         "</body></html>",
         "",
     ]

@@ -40,7 +40,8 @@ def _measured(rows: list[Row]) -> dict[str, list[Row]]:
 
 
 def _label(row: Row) -> str:
-    return row.model + (f" [{', '.join(row.flags)}]" if row.flags else "")
+    origin = f" ({row.origin})" if row.origin else ""  # a merged leaderboard: the same model from two sources
+    return row.model + origin + (f" [{', '.join(row.flags)}]" if row.flags else "")
 
 
 def _colors(rows: list[Row]) -> dict[str, tuple]:
@@ -191,7 +192,11 @@ def mae_vs_latency(rows: list[Row]) -> Figure | None:
                 label=f"{_label(row)}, {row.params_m or 0:.2f} M params",
             )
             ax.annotate(
-                row.model, (row.latency_ms, row.mae_mean), textcoords="offset points", xytext=(6, 6), fontsize=8
+                row.model + (f" ({row.origin})" if row.origin else ""),
+                (row.latency_ms, row.mae_mean),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
             )
             xs.append(row.latency_ms)
         for ref in (r for r in rows if r.dataset == dataset and r.status == "reference" and r.latency_ms):
