@@ -521,6 +521,11 @@ OUTPUTS = [
         "leaderboard-folder", ["leaderboard", "{W}/empty", "--out", "{OUT}/lb/"], ["agebench.report.build_leaderboard"]
     ),
     Early("bench", ["bench", "--config", "{W}/bench.yaml", "--out", "{OUT}/r"], ["agebench.bench.runner.run_bench"]),
+    Early(
+        "bundle",
+        ["bundle", "{W}/trained", "--out", "{OUT}/b.zip"],
+        ["agebench.report.bundle.expand_cells", "agebench.report.bundle.write_bundle"],
+    ),
     Early("synth", ["synth", "--out", "{OUT}/s", "--n", "10"], ["agebench.data.synthetic.generate"]),
     Early(
         "prepare",
