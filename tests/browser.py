@@ -32,8 +32,10 @@ def find_chromium() -> str | None:
 
 
 def _high_fd(fd: int) -> int:
-    """A copy of ``fd`` numbered 10 or above, so moving the child's ends to 3 and 4 clobbers nothing."""
+    """A copy of ``fd`` numbered 10 or above, so moving the child's ends to 3 and 4 clobbers nothing; like every
+    descriptor Python makes, it closes at exec (the child keeps only the 3 and 4 that dup2 makes)."""
     new = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.set_inheritable(new, False)
     os.close(fd)
     return new
 
@@ -70,8 +72,10 @@ class Browser:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=child_fds,  # noqa: PLW1509 (single-threaded test process)
-            pass_fds=(3, 4, to_child_r, from_child_w),
+            # dup2 in the child makes its fds 3 and 4 (inheritable); close_fds would close them again, and every
+            # other descriptor of this process is close-on-exec already (PEP 446).
+            preexec_fn=child_fds,
+            close_fds=False,
         )
         os.close(to_child_r)
         os.close(from_child_w)

@@ -177,10 +177,11 @@ def build_matrices(rows: list[Row], stats: StatsConfig | None = None, with_ci: b
     Rows are the leaderboard's measured ok rows (intervals filled by the analysis when it ran). Where one
     (data set, model) has several rows (seeds split by flags), the one with the most seeds is used.
     """
-    measured = [r for r in rows if r.status == "ok" and r.source == MEASURED]
+    # A merged leaderboard: one matrix per model and source; cells on another test split stay out.
+    measured = [r for r in rows if r.status == "ok" and r.source == MEASURED and not r.table]
     chosen: dict[tuple[str, str], Row] = {}
     for row in measured:
-        key = (row.model, row.dataset)
+        key = (row.model + (f" ({row.origin})" if row.origin else ""), row.dataset)
         if key not in chosen or len(row.cells) > len(chosen[key].cells):
             chosen[key] = row
     matrices = []
