@@ -68,7 +68,8 @@ def compare_metrics(claimed: dict[str, Any], preds: Predictions, where: str, sou
 
     def check(key: str, value: Any, fresh: float | int) -> None:
         if _differs(value, fresh):
-            out.append(f"{where}: {key} is {value!r} but {source} gives {fresh:.6g}")
+            shown = f"{value:.6g}" if as_number(value) is not None else repr(value)
+            out.append(f"{where}: {key} is {shown} but {source} gives {fresh:.6g}")
 
     for key in ("n_test", "mae", "rmse", "cs5"):
         if key in claimed:
