@@ -161,7 +161,8 @@ def test_third_party_backbone_without_blocks_trains_with_freeze(freeze: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("regime", "key"), [({"train_last_blocks": 1}, "model.train_last_blocks"), ({"layer_decay": 0.8}, "optim.layer_decay")]
+    ("regime", "key"),
+    [({"train_last_blocks": 1}, "model.train_last_blocks"), ({"layer_decay": 0.8}, "optim.layer_decay")],
 )
 def test_third_party_backbone_refuses_block_regimes_clearly(regime: dict, key: str) -> None:
     from agebench.validate import check_blocks
@@ -180,8 +181,12 @@ def test_regime_keys_are_hash_neutral_at_their_defaults_and_validated() -> None:
     from agebench.validate import check_tuning
 
     base = to_dict(FitConfig())
-    old = {**base, "model": {k: v for k, v in base["model"].items() if k not in ("freeze", "train_last_blocks", "label")},
-           "optim": {k: v for k, v in base["optim"].items() if k not in ("layer_decay", "backbone_lr_mult")}}  # fmt: skip
+    new_model, new_optim = ("freeze", "train_last_blocks", "label"), ("layer_decay", "backbone_lr_mult")
+    old = {
+        **base,
+        "model": {k: v for k, v in base["model"].items() if k not in new_model},
+        "optim": {k: v for k, v in base["optim"].items() if k not in new_optim},
+    }
     assert config_hash(base) == config_hash(old)
     labelled = {**base, "model": {**base["model"], "label": "mine"}}
     assert config_hash(labelled) == config_hash(base)  # a label names the run; it does not change it

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agebench.report.factors import effects, factors_markdown
 from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, FORMAT_VERSION, Row, _round, cell_record, format_p
 from agebench.report.reference import SOURCE
 from agebench.report.results import Cell, provenance_summary
@@ -112,6 +113,7 @@ def to_json(
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
         "ablations": [a.to_dict() for a in ablations(rows, analysis)],
+        "factor_effects": [e.to_dict() for e in effects(rows, analysis)],
         "statistics": analysis.to_dict() if analysis else None,
         "cross_matrix": cross,
         "cells": [cell_record(c) for c in cells],
@@ -204,6 +206,7 @@ def to_markdown(
     found = ablations(rows, analysis)
     if found:
         lines += ["## Ablations", ""] + [f"- {_md_cell(a.text())}" for a in found] + [""]
+    lines += factors_markdown(rows, analysis)
     used = sorted({f for r in rows for f in r.flags})
     if used:
         lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]
