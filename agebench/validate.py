@@ -177,7 +177,11 @@ def check_fit_config(cfg: FitConfig) -> None:
     _in_range("data.augment.color_jitter", d.augment.color_jitter, 0, 1)
 
     with _key("model.name"):
-        get_backbone_spec(m.name)
+        spec = get_backbone_spec(m.name)
+    if spec.requires_pretrained_path and m.pretrained_path is None:
+        _fail(
+            "model.pretrained_path", None, f"model {m.name!r} needs its weights file ({spec.requires_pretrained_path})"
+        )
     _int_at_least("model.head_hidden", m.head_hidden, 0)
     _in_range("model.head_dropout", m.head_dropout, 0, 1, high_open=True)
     if m.pretrained_path is not None and not Path(m.pretrained_path).is_file():

@@ -150,6 +150,8 @@ class BackboneSpec:
     description: str = ""
     default_kwargs: dict[str, Any] = field(default_factory=dict)
     small: bool = False  # fast on CPU at 32-64 px: the test suite trains every small built-in
+    # Where its weights come from, for a backbone that is only meaningful with them (model.pretrained_path).
+    requires_pretrained_path: str | None = None
     factory: Factory | None = None
     entry_point: EntryPoint | None = None
 
@@ -170,6 +172,7 @@ def register_backbone(
     default_kwargs: dict[str, Any] | None = None,
     description: str = "",
     small: bool = False,
+    requires_pretrained_path: str | None = None,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering ``factory(**kwargs) -> nn.Module`` under ``name``.
 
@@ -187,6 +190,7 @@ def register_backbone(
             description=description or (inspect.getdoc(factory) or "").split("\n")[0],
             default_kwargs=dict(default_kwargs or {}),
             small=small,
+            requires_pretrained_path=requires_pretrained_path,
             factory=factory,
         )
         return factory
