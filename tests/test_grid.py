@@ -12,6 +12,7 @@ from conftest import make_image_set
 
 from agebench.bench.plan import expand, grid_label, load_bench_config
 from agebench.cli import main
+from agebench.errors import UserError
 
 TINY = {
     "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 1},
@@ -95,6 +96,17 @@ def test_two_by_two_grid_gives_four_labelled_cells_and_four_grouped_leaderboard_
     section = md[start : md.index("\n## ", start)]
     assert "| variant | data.img_size | model.freeze | tuning | trainable (M) | MAE | rank |" in section
     assert section.count("| convnext-atto,img_size=") == 4 and "moved MAE most" in section
+
+
+def test_grid_values_can_carry_a_label(tmp_path) -> None:
+    grid = {"model.pretrained_path": [{"value": None, "label": "scratch"}, {"value": "w/best.ckpt", "label": "pre"}]}
+    cells = expand(load_bench_config(write(tmp_path, ["convnext-atto"], grid=grid)), "r")
+    assert [c.model for c in cells] == ["convnext-atto,pretrained_path=scratch", "convnext-atto,pretrained_path=pre"]
+    assert [c.fit["model"]["pretrained_path"] for c in cells] == [None, "w/best.ckpt"]
+    assert [c.factors for c in cells] == [{"model.pretrained_path": "scratch"}, {"model.pretrained_path": "pre"}]
+    bad = write(tmp_path, ["convnext-atto"], grid={"model.pretrained_path": [{"value": None}]})
+    with pytest.raises(UserError, match="needs exactly 'value' and a non-empty 'label'"):
+        expand(load_bench_config(bad), "r")
 
 
 def test_two_variants_of_one_model_by_label(tmp_path) -> None:

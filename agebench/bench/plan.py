@@ -12,10 +12,11 @@ before anything runs, heads included.
 Factor grids: a top-level ``grid`` maps dotted fit-config keys to lists of values, e.g.
 ``grid: {data.img_size: [64, 96], model.freeze: [none, backbone]}``; every model entry becomes one cell per
 combination, labelled ``<name>,img_size=64,freeze=none`` (the key's last part, or the whole key where two last
-parts are alike; folder-safe, never ``+`` or ``@fold``). A grid key also set in a model entry is an error. The
-cell's metrics.json records ``factors`` ({key: value}) and ``variant_of`` (the entry's name), which the
-leaderboard groups by. Settings fixed when a data set is prepared (crop margin, alignment) are not config keys:
-cross them by listing the prepared variants as data set entries.
+parts are alike; folder-safe, never ``+`` or ``@fold``). A value may be written ``{value: V, label: TEXT}`` to
+show TEXT in place of a long value (a checkpoint path). A grid key also set in a model entry is an error. The
+cell's metrics.json records ``factors`` ({key: the value, or its label}) and ``variant_of`` (the entry's name),
+which the leaderboard groups by. Settings fixed when a data set is prepared (crop margin, alignment) are not
+config keys: cross them by listing the prepared variants as data set entries.
 
 Cross-dataset evaluation: ``eval_on`` (top level, or in a data set entry, which wins) names other data sets, or
 ``all``, whose test splits each trained cell also predicts, with the target's own data settings (root, cache,
@@ -197,7 +198,7 @@ def _grid_key(key: str, values: Any) -> tuple[str, ...]:
     parts = tuple(str(key).split("."))
     if not isinstance(values, list) or not values:
         raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
-    if len(values) != len(set(map(json.dumps, values))):
+    if len(values) != len({json.dumps(v, sort_keys=True, default=str) for v in values}):
         raise ConfigError(f"grid.{key}: a value is listed twice: {values!r}")
     node: Any = FitConfig
     for i, part in enumerate(parts):
@@ -255,12 +256,25 @@ def flat_grid(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def grid_combinations(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, the first key varying slowest; [{}] without a grid."""
+def _labelled(key: str, value: Any) -> tuple[Any, Any]:
+    """(the setting, what names it): ``{value: V, label: TEXT}`` -> (V, TEXT); any other value names itself."""
+    if isinstance(value, dict):
+        if set(value) != {"value", "label"} or not isinstance(value["label"], str) or not value["label"]:
+            raise ConfigError(
+                f"grid.{key}: a mapping value needs exactly 'value' and a non-empty 'label', got {value!r}"
+            )
+        return value["value"], value["label"]
+    return value, value
+
+
+def grid_combinations(grid: dict[str, Any]) -> list[dict[str, tuple[Any, Any]]]:
+    """Every combination of the grid's values as {key: (setting, name)}, the first key varying slowest; [{}]
+    without a grid."""
     for key, values in grid.items():
         _grid_key(key, values)
     keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    options = [[_labelled(k, v) for v in grid[k]] for k in keys]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
 
 
 def grid_label(base: str, factors: dict[str, Any]) -> str:
@@ -307,7 +321,8 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
             for key in cfg.grid:
                 if _has_path(per_model, tuple(key.split("."))):
                     raise ConfigError(f"models[{i}] ({name}): sets {key}, which grid: varies; set it in one place")
-            for factors in combos:
+            for combo in combos:
+                factors = {key: shown for key, (_, shown) in combo.items()}
                 for seed in cfg.seeds:
                     raw = {
                         "seed": seed,
@@ -322,7 +337,7 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
                         "compile": cfg.compile,
                         "channels_last": cfg.channels_last,
                     }
-                    for key, value in factors.items():
+                    for key, (value, _) in combo.items():
                         raw = _set_path(raw, tuple(key.split(".")), value)
                     where = f"cell {ds_name}/{name}" + (f" ({grid_label('', factors)[1:]})" if factors else "")
                     try:
