@@ -78,6 +78,7 @@ def test_frozen_backbone_is_bit_identical_after_one_and_two_epochs_and_the_head_
         assert changed(start, state, "head."), "the head did not train"
     assert changed(snaps.states[0], snaps.states[1], "head.")
     assert not module.backbone.training and module.head.training
+    assert all(not p.requires_grad and p.grad is None for p in module.backbone.parameters())
     assert module.trainable_parameters() == sum(p.numel() for p in module.head.parameters())
     grouped = {id(p) for g in module.parameter_groups() for p in g["params"]}
     assert grouped == {id(p) for p in module.head.parameters()}  # no optimizer state for frozen parameters

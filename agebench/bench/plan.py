@@ -190,9 +190,6 @@ def expand_folds(datasets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, di
     return out, folds
 
 
-GRID_SECTIONS = ("data", "model", "optim", "trainer", "eval", "logger")
-
-
 def _grid_key(key: str, values: Any) -> tuple[str, ...]:
     """A grid key as a path into a fit config, checked against FitConfig's fields (``trainer.*``: Lightning's)."""
     parts = tuple(str(key).split("."))
