@@ -14,9 +14,10 @@
   LAION-Face 20M. The face-pretrained backbone of Paplham & Franc (CVPR 2024), which beat every specialised
   age-estimation method with a small MLP head. It needs ``model.pretrained_path``: the released files
   (``FaRL-Base-Patch16-LAIONFace20M-ep16.pth`` / ``-ep64.pth``, https://github.com/FacePerceiver/FaRL, whose
-  README links the downloads) are OpenAI-CLIP checkpoints, read by :mod:`agebench.models.pretrained`. The code is
-  MIT-licensed; the weights are trained on LAION-Face, a subset of LAION-400M (CC-BY 4.0 metadata, images under
-  their owners' rights): check FaRL's terms before use beyond research. ``pretrained: true`` is refused, as timm's
+  README links the downloads) are OpenAI-CLIP checkpoints, read by :mod:`agebench.models.pretrained`. Licence: the
+  repository's code is MIT-licensed as far as we know (not verified offline: read its LICENSE); the weights are
+  trained on LAION-Face, a subset of LAION-400M (CC-BY 4.0 metadata, images under their owners' rights): check
+  FaRL's terms before use beyond research. ``pretrained: true`` is refused, as timm's
   weights for this architecture are OpenAI's CLIP, not FaRL.
 
 ``img_size`` sizes the learned position embedding (timm resamples pretrained ones to it), so the model
