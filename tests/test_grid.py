@@ -84,6 +84,7 @@ def test_two_by_two_grid_gives_four_labelled_cells_and_four_grouped_leaderboard_
         )
         == 0
     )
+    assert "factor tiny/convnext-atto data.img_size: mean MAE" in capsys.readouterr().out  # the terminal lines
     doc = json.loads((out / "leaderboard.json").read_text())
     rows = [r for r in doc["rows"] if r["status"] == "ok"]
     assert len(rows) == 4 and {r["variant_of"] for r in rows} == {"convnext-atto"}
