@@ -63,6 +63,14 @@ class ModelSection:
     # The name of another model of the same bench that this one ablates (e.g. the hybrid's trunk alone is the
     # ablation of the hybrid): the leaderboard prints their paired test as that component's contribution.
     ablation_of: str | None = None
+    # The cell's name in results in place of the computed "<backbone>+<head>" (a bench model entry's `label:`).
+    label: str | None = None
+    # Fine-tuning regime: "none" trains every parameter; "backbone" freezes the backbone (a linear / MLP probe:
+    # no gradients, no optimizer state, its normalisation statistics frozen) and trains the head alone.
+    freeze: str = "none"
+    # Partial fine-tuning: only the last K blocks of the backbone's block declaration (and what follows them,
+    # e.g. a final norm) are trained, with the head; null: every block.
+    train_last_blocks: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.head, dict) and not isinstance(self.head.get("name"), str):
@@ -82,9 +90,14 @@ class ModelSection:
         return {k: v for k, v in self.head.items() if k != "name"} if isinstance(self.head, dict) else {}
 
     @property
-    def label(self) -> str:
-        """The model's name in results: the backbone, plus "+<head>" when a head is set."""
+    def computed_name(self) -> str:
+        """The backbone, plus "+<head>" when a head is set: the name a model gets without a ``label``."""
         return self.name if self.head is None else f"{self.name}+{self.head_name}"
+
+    @property
+    def cell_name(self) -> str:
+        """The model's name in results: its ``label`` if set, else :attr:`computed_name`."""
+        return self.label or self.computed_name
 
 
 @dataclass
@@ -97,6 +110,11 @@ class OptimSection:
     loss: str = "adaptive"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     standardize_targets: bool = True
+    # Layer-wise learning-rate decay (BEiT / MAE fine-tuning): with D declared blocks, block i (0 = nearest the
+    # input) trains at lr * F^(D - i), the embeddings at lr * F^(D + 1), what follows the blocks and the head at
+    # lr; null: off. The backbone's block declaration decides the blocks (agebench.models.registry).
+    layer_decay: float | None = None
+    backbone_lr_mult: float = 1.0  # multiplies every backbone learning rate (on top of layer_decay)
 
 
 @dataclass
@@ -305,7 +323,13 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("eval", "tta"): "none",  # 0.4; test-time augmentation
     ("model", "ablation_of"): None,  # 0.5; a statement for the report, not a setting of the run
     ("logger", "tracking_uri"): None,  # 0.5; where MLflow logs does not change the run
+    ("model", "freeze"): "none",  # 0.6; fine-tuning regimes: the defaults train every parameter as before
+    ("model", "train_last_blocks"): None,  # 0.6
+    ("optim", "layer_decay"): None,  # 0.6
+    ("optim", "backbone_lr_mult"): 1.0,  # 0.6
 }
+# Keys that only name a run (like out_dir): never hashed, whatever their value.
+NAME_KEYS: tuple[tuple[str, str], ...] = (("model", "label"),)  # 0.6
 # Sections that only hold such keys: dropped from the hash when nothing in them differs from the default.
 HASH_NEUTRAL_SECTIONS = ("eval",)
 
@@ -319,6 +343,9 @@ def config_hash(data: dict[str, Any]) -> str:
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items() if k != "out_dir"}
     for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
         if isinstance(data.get(section), dict) and data[section].get(key, default) == default:
+            data[section].pop(key, None)
+    for section, key in NAME_KEYS:
+        if isinstance(data.get(section), dict):
             data[section].pop(key, None)
     for section in HASH_NEUTRAL_SECTIONS:
         if data.get(section) == {}:

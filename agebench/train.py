@@ -92,6 +92,18 @@ def head_record(module: torch.nn.Module) -> dict[str, Any]:
     return {**config["head"], "age_range": config["age_range"] if uses_range else None}
 
 
+def tuning_record(cfg: FitConfig, module: torch.nn.Module) -> dict[str, Any]:
+    """metrics.json's ``tuning``: the fine-tuning regime and the parameters it trains (agebench 0.6)."""
+    return {
+        "freeze": cfg.model.freeze,
+        "train_last_blocks": cfg.model.train_last_blocks,
+        "layer_decay": cfg.optim.layer_decay,
+        "backbone_lr_mult": cfg.optim.backbone_lr_mult,
+        "pretrained": bool(cfg.model.pretrained or cfg.model.pretrained_path),
+        "trainable_params": module.trainable_parameters(),
+    }
+
+
 def build_module(cfg: FitConfig, train_ages: np.ndarray):
     from agebench.models import AgeRegressor
     from agebench.models.heads import count_outside
@@ -116,6 +128,10 @@ def build_module(cfg: FitConfig, train_ages: np.ndarray):
         betas=tuple(o.betas),
         warmup_fraction=o.warmup_frac,
         min_lr_ratio=o.min_lr_ratio,
+        freeze=m.freeze,
+        train_last_blocks=m.train_last_blocks,
+        layer_decay=o.layer_decay,
+        backbone_lr_mult=o.backbone_lr_mult,
     )
     init = getattr(module.head, "init_from_ages", None)
     if callable(init):  # the head contract's optional hook: biases from the training label prior
@@ -280,7 +296,7 @@ def fit(
     memory, memory_kind = peak_memory_mb(device)
     counts, edges = np.histogram(train_ages, bins=np.arange(0, 130, 10))
     metrics = {
-        "model": cfg.model.label,
+        "model": cfg.model.cell_name,
         "head": head_record(module),
         "dataset": dataset_name or cfg.data.name or Path(cfg.data.manifest).parent.name,
         "seed": cfg.seed,
@@ -299,6 +315,7 @@ def fit(
         "subject_exclusive": dm.manifest.has_identities and not dm.leaky,
         "config_hash": config_hash(hashed_config(resolved)),
         "regime": regime_record(module.backbone, cfg.data.img_size),
+        "tuning": tuning_record(cfg, module),
         "ablation_of": cfg.model.ablation_of,
         "manifest_sha256": dm.manifest.sha256(),
         "checkpoint": str(best_path),

@@ -177,13 +177,19 @@ def check_fit_config(cfg: FitConfig) -> None:
     _in_range("data.augment.color_jitter", d.augment.color_jitter, 0, 1)
 
     with _key("model.name"):
-        get_backbone_spec(m.name)
+        spec = get_backbone_spec(m.name)
+    if spec.requires_pretrained_path and m.pretrained_path is None:
+        _fail(
+            "model.pretrained_path", None, f"model {m.name!r} needs its weights file ({spec.requires_pretrained_path})"
+        )
     _int_at_least("model.head_hidden", m.head_hidden, 0)
     _in_range("model.head_dropout", m.head_dropout, 0, 1, high_open=True)
     if m.pretrained_path is not None and not Path(m.pretrained_path).is_file():
         _fail("model.pretrained_path", m.pretrained_path, "file not found")
     if m.weights_dir is not None and not Path(m.weights_dir).is_dir():
         _fail("model.weights_dir", m.weights_dir, "folder not found (`agebench weights fetch MODEL --to DIR`)")
+
+    check_tuning(cfg)
 
     if not (math.isfinite(o.lr) and o.lr > 0):
         _fail("optim.lr", o.lr, "expected a finite number > 0")
@@ -203,6 +209,56 @@ def check_fit_config(cfg: FitConfig) -> None:
         _fail("logger.kind", cfg.logger.kind, f"expected one of {', '.join(LOGGERS)}")
     check_trainer(cfg.trainer)
     check_creatable_dir("out_dir", cfg.out_dir)
+
+
+FREEZE = ("none", "backbone")
+FOLD_SEPARATOR = "@fold"  # the bench's fold cells are <data set>@foldNN: a label must not look like one
+
+
+def check_tuning(cfg: FitConfig) -> None:
+    """The fine-tuning regime's keys, alone and together (the blocks they need are checked on the built model)."""
+    m, o = cfg.model, cfg.optim
+    if m.freeze not in FREEZE:
+        _fail("model.freeze", m.freeze, f"expected one of {', '.join(FREEZE)}")
+    if m.label is not None:
+        check_label("model.label", m.label)
+    if m.train_last_blocks is not None:
+        _int_at_least("model.train_last_blocks", m.train_last_blocks, 1)
+        if m.freeze == "backbone":
+            _fail("model.train_last_blocks", m.train_last_blocks, "conflicts with model.freeze=backbone (set one)")
+    if o.layer_decay is not None:
+        _in_range("optim.layer_decay", o.layer_decay, 0, 1, low_open=True)
+        if m.freeze == "backbone":
+            _fail("optim.layer_decay", o.layer_decay, "has nothing to decay with model.freeze=backbone (set null)")
+    if not (math.isfinite(o.backbone_lr_mult) and o.backbone_lr_mult > 0):
+        _fail("optim.backbone_lr_mult", o.backbone_lr_mult, "expected a finite number > 0")
+
+
+def check_label(key: str, label: Any) -> None:
+    """A cell name becomes a results folder: non-empty, no path separator, no leading dot, no '@fold'."""
+    if not isinstance(label, str) or not label.strip() or label != label.strip():
+        _fail(key, label, "expected a non-empty name without surrounding spaces")
+    if "/" in label or "\\" in label or label.startswith(".") or FOLD_SEPARATOR in label:
+        _fail(key, label, f"a cell name is a folder name: no '/', no leading '.', no {FOLD_SEPARATOR!r}")
+
+
+def check_blocks(cfg: FitConfig, backbone: Any) -> None:
+    """``model.train_last_blocks`` and ``optim.layer_decay`` need the backbone's block declaration."""
+    from agebench.models.registry import backbone_blocks
+
+    m, o = cfg.model, cfg.optim
+    wanted = [k for k, v in (("model.train_last_blocks", m.train_last_blocks), ("optim.layer_decay", o.layer_decay))
+              if v is not None]  # fmt: skip
+    if not wanted or backbone is None:
+        return
+    layout = backbone_blocks(backbone)
+    if layout is None:
+        raise ConfigError(
+            f"{' and '.join(wanted)}: backbone {m.name!r} declares no blocks (the optional blocks() of the backbone "
+            "contract), so it can train with model.freeze none or backbone only"
+        )
+    if m.train_last_blocks is not None and m.train_last_blocks > len(layout.blocks):
+        _fail("model.train_last_blocks", m.train_last_blocks, f"backbone {m.name!r} has {len(layout.blocks)} blocks")
 
 
 def head_settings(cfg: FitConfig, train_ages: np.ndarray | None = None) -> tuple[dict[str, Any], list[int] | None]:
@@ -326,6 +382,7 @@ def validate_fit_config(cfg: FitConfig, *, probe_model: bool = True) -> None:
     if probe_model:
         backbone = _built(cfg.model.name, cfg.data.img_size, cfg.model.kwargs)
         check_input_size(cfg.model.name, cfg.data.img_size, cfg.model.kwargs, backbone=backbone)
+        check_blocks(cfg, backbone)
         warning = regime_warning(cfg.model.name, cfg.data.img_size, backbone)
         if warning:
             print(warning, flush=True)

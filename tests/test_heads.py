@@ -558,10 +558,10 @@ def test_gradcam_explains_a_threshold_decoding_head() -> None:
 
 
 def test_model_section_head_forms_label_and_hash() -> None:
-    assert ModelSection(name="convnext-atto").label == "convnext-atto"
+    assert ModelSection(name="convnext-atto").cell_name == "convnext-atto"
     section = from_dict(ModelSection, {"name": "hybrid", "head": {"name": "dldl_v2", "sigma": 3}}, "model")
-    assert section.label == "hybrid+dldl_v2" and section.head_kwargs == {"sigma": 3}
-    assert from_dict(ModelSection, {"head": "coral"}, "model").label == "hybrid+coral"
+    assert section.cell_name == "hybrid+dldl_v2" and section.head_kwargs == {"sigma": 3}
+    assert from_dict(ModelSection, {"head": "coral"}, "model").cell_name == "hybrid+coral"
     with pytest.raises(ConfigError, match=r"model.age_range: \[50, 10\] needs min_age < max_age"):
         from_dict(ModelSection, {"age_range": [50, 10]}, "model")
     with pytest.raises(ConfigError, match="model.head: a mapping needs 'name'"):

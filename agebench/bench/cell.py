@@ -70,6 +70,7 @@ def failed_record(spec: dict[str, Any], error: str, wall: float, resumable: bool
         "wall_seconds": wall,
         "config_hash": spec["config_hash"],
         **({"fold": spec["fold"]} if spec.get("fold") else {}),
+        **({"factors": spec["factors"], "variant_of": spec["variant_of"]} if spec.get("factors") else {}),
     }
 
 
@@ -238,6 +239,8 @@ def run_cell(cell_dir: Path, spec: dict[str, Any] | None = None) -> int:
     record["config_hash"] = spec["config_hash"]
     if spec.get("fold"):
         record["fold"] = spec["fold"]  # the leaderboard pools a model's folds into one row
+    if spec.get("factors"):  # a grid variant: the leaderboard groups a model's variants and shows the factors
+        record["factors"], record["variant_of"] = spec["factors"], spec["variant_of"]
     atomic.write_json(cell_dir / "metrics.json", record)
     return 0 if cross_ok else EXIT_FAILED
 

@@ -5,8 +5,18 @@ their own names) and, optionally, ``data`` / ``model`` / ``optim`` / ``logger`` 
 (the sections of a fit config) plus ``profile`` settings. A model entry is a name or a mapping with ``name`` and
 per-model sections (``model``, ``optim``, ``trainer``, ``data``) and ``head`` (short for ``model.head``); a data
 set entry maps its name to ``data`` fields (at least ``manifest``). A head set for one model replaces the shared
-one (head settings are never merged across levels), and names the cell ``<model>+<head>``. Every cell's config
-is validated before anything runs, heads included.
+one (head settings are never merged across levels), and names the cell ``<model>+<head>``; a model entry's
+``label`` names it instead, so one backbone can be entered twice (two variants). Every cell's config is validated
+before anything runs, heads included.
+
+Factor grids: a top-level ``grid`` maps dotted fit-config keys to lists of values, e.g.
+``grid: {data.img_size: [64, 96], model.freeze: [none, backbone]}``; every model entry becomes one cell per
+combination, labelled ``<name>,img_size=64,freeze=none`` (the key's last part, or the whole key where two last
+parts are alike; folder-safe, never ``+`` or ``@fold``). A value may be written ``{value: V, label: TEXT}`` to
+show TEXT in place of a long value (a checkpoint path). A grid key also set in a model entry is an error. The
+cell's metrics.json records ``factors`` ({key: the value, or its label}) and ``variant_of`` (the entry's name),
+which the leaderboard groups by. Settings fixed when a data set is prepared (crop margin, alignment) are not
+config keys: cross them by listing the prepared variants as data set entries.
 
 Cross-dataset evaluation: ``eval_on`` (top level, or in a data set entry, which wins) names other data sets, or
 ``all``, whose test splits each trained cell also predicts, with the target's own data settings (root, cache,
@@ -25,8 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +83,7 @@ class BenchConfig:
     compile: bool = False
     channels_last: bool = False
     eval_on: list[str] | str | None = None  # data sets (or "all") whose test splits every cell also predicts
+    grid: dict[str, Any] = field(default_factory=dict)  # dotted fit-config key -> values crossed for every model
 
 
 DATASET_KEYS = ("eval_on", "eval_only", "folds")  # keys of a data set entry that are not `data` fields
@@ -85,6 +99,8 @@ class Cell:
     profile: ProfileSection
     cross: dict[str, dict[str, Any]] = field(default_factory=dict)  # target data set -> its `data` section
     fold: dict[str, Any] | None = None  # {"of": data set, "index": k, "n_folds": n} for a cell of a fold protocol
+    factors: dict[str, Any] = field(default_factory=dict)  # grid key -> this cell's value (empty: not a grid)
+    variant_of: str | None = None  # the model entry's name when the cell is one of its grid variants
 
     @property
     def key(self) -> str:
@@ -115,13 +131,14 @@ def _model_entry(entry: Any, index: int) -> tuple[str, dict[str, Any]]:
         return entry, {}
     if isinstance(entry, dict) and isinstance(entry.get("name"), str):
         extra = {k: v for k, v in entry.items() if k != "name"}
-        unknown = sorted(set(extra) - {"model", "optim", "trainer", "data", "head"})
+        unknown = sorted(set(extra) - {"model", "optim", "trainer", "data", "head", "label"})
         if unknown:
             raise ConfigError(
-                f"models[{index}]: unknown key(s) {', '.join(unknown)} (model, optim, trainer, data, head)"
+                f"models[{index}]: unknown key(s) {', '.join(unknown)} (model, optim, trainer, data, head, label)"
             )
-        if "head" in extra:
-            extra["model"] = {**extra.get("model", {}), "head": extra.pop("head")}
+        for key in ("head", "label"):
+            if key in extra:
+                extra["model"] = {**extra.get("model", {}), key: extra.pop(key)}
         return entry["name"], extra
     raise ConfigError(f"models[{index}]: expected a name or a mapping with 'name', got {entry!r}")
 
@@ -173,6 +190,100 @@ def expand_folds(datasets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, di
     return out, folds
 
 
+def _grid_key(key: str, values: Any) -> tuple[str, ...]:
+    """A grid key as a path into a fit config, checked against FitConfig's fields (``trainer.*``: Lightning's)."""
+    parts = tuple(str(key).split("."))
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+    if len(values) != len({json.dumps(v, sort_keys=True, default=str) for v in values}):
+        raise ConfigError(f"grid.{key}: a value is listed twice: {values!r}")
+    node: Any = FitConfig
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else None
+        if fields is None:  # a free mapping (model.kwargs, trainer): any key below it
+            break
+        if ".".join(parts) in ("model.name", "model.label"):
+            raise ConfigError(f"grid.{key}: cross models by listing them under models:, not in grid:")
+        if part not in fields or part in ("seed", "out_dir"):
+            hint = "seeds are crossed by `seeds:`" if part == "seed" else f"known: {', '.join(sorted(fields))}"
+            raise ConfigError(f"grid.{key}: unknown config key {'.'.join(parts[: i + 1])!r} ({hint})")
+        node = typing.get_type_hints(node)[part] if dataclasses.is_dataclass(node) else None
+        if i == len(parts) - 1 and dataclasses.is_dataclass(node):
+            raise ConfigError(f"grid.{key}: {key!r} is a section; give one of its keys")
+    if parts[0] == "trainer" and len(parts) == 2:
+        validate_trainer_args({parts[1]: None}, where="grid: trainer")
+    return parts
+
+
+def _has_path(data: dict[str, Any], parts: tuple[str, ...]) -> bool:
+    node: Any = data
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _set_path(data: dict[str, Any], parts: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = dict(data)
+    if len(parts) == 1:
+        out[parts[0]] = value
+    else:
+        out[parts[0]] = _set_path(out.get(parts[0]) or {}, parts[1:], value)
+    return out
+
+
+def _value_text(value: Any) -> str:
+    """A factor's value as it appears in a cell name: YAML spelling, folder-safe characters only."""
+    if isinstance(value, list):
+        text = "x".join(_value_text(v) for v in value)
+    else:
+        text = json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text).strip("-") or "-"
+
+
+def flat_grid(grid: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{model: {freeze: [...]}}`` (nested YAML, or a dotted override) -> ``{"model.freeze": [...]}``."""
+    out: dict[str, Any] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            out.update(flat_grid(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _labelled(key: str, value: Any) -> tuple[Any, Any]:
+    """(the setting, what names it): ``{value: V, label: TEXT}`` -> (V, TEXT); any other value names itself."""
+    if isinstance(value, dict):
+        if set(value) != {"value", "label"} or not isinstance(value["label"], str) or not value["label"]:
+            raise ConfigError(
+                f"grid.{key}: a mapping value needs exactly 'value' and a non-empty 'label', got {value!r}"
+            )
+        return value["value"], value["label"]
+    return value, value
+
+
+def grid_combinations(grid: dict[str, Any]) -> list[dict[str, tuple[Any, Any]]]:
+    """Every combination of the grid's values as {key: (setting, name)}, the first key varying slowest; [{}]
+    without a grid."""
+    for key, values in grid.items():
+        _grid_key(key, values)
+    keys = list(grid)
+    options = [[_labelled(k, v) for v in grid[k]] for k in keys]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def grid_label(base: str, factors: dict[str, Any]) -> str:
+    """``<base>,<key>=<value>...``; a key's last part unless two keys share it. ``+`` in the base becomes ``-``."""
+    if not factors:
+        return base
+    last = [k.split(".")[-1] for k in factors]
+    shown = [k.split(".")[-1] if last.count(k.split(".")[-1]) == 1 else k for k in factors]
+    parts = [f"{name}={_value_text(v)}" for name, v in zip(shown, factors.values(), strict=True)]
+    return ",".join([base.replace("+", "-"), *parts])
+
+
 def _dataset_data(cfg: BenchConfig, ds_name: str) -> dict[str, Any]:
     ds = cfg.datasets[ds_name]
     return {k: v for k, v in ds.items() if k not in DATASET_KEYS}
@@ -191,6 +302,8 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
             raise ConfigError(f"datasets.{ds_name}: expected a mapping with at least 'manifest' (or 'folds')")
     if all(ds.get("eval_only") for ds in cfg.datasets.values()):
         raise ConfigError("datasets: every data set is eval_only, so there is nothing to train")
+    cfg = dataclasses.replace(cfg, grid=flat_grid(cfg.grid))
+    combos = grid_combinations(cfg.grid)
     for ds_name, ds in cfg.datasets.items():
         if not isinstance(ds.get("eval_only", False), bool):
             raise ConfigError(f"datasets.{ds_name}.eval_only: expected true or false, got {ds['eval_only']!r}")
@@ -202,39 +315,57 @@ def expand(cfg: BenchConfig, results: str | os.PathLike[str]) -> list[Cell]:
             model = deep_merge(cfg.model, per_model.get("model", {})) | {"name": name}
             if "head" in per_model.get("model", {}):
                 model["head"] = per_model["model"]["head"]
-            for seed in cfg.seeds:
-                raw = {
-                    "seed": seed,
-                    "out_dir": "",
-                    "data": deep_merge(deep_merge(cfg.data, _dataset_data(cfg, ds_name)), per_model.get("data", {}))
-                    | {"name": ds_name},
-                    "model": model,
-                    "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
-                    "logger": dict(cfg.logger),
-                    "eval": dict(cfg.eval),
-                    "trainer": deep_merge(cfg.trainer, per_model.get("trainer", {})),
-                    "compile": cfg.compile,
-                    "channels_last": cfg.channels_last,
-                }
-                try:
-                    fit = from_dict(FitConfig, raw)
-                    validate_trainer_args(fit.trainer)
-                    if fit.model.head is not None and fit.model.label not in checked:
-                        _check_head(fit)
-                        checked.add(fit.model.label)
-                except UserError as err:
-                    raise ConfigError(f"cell {ds_name}/{name}/seed{seed}: {err}") from None
-                label = fit.model.label
-                fit.out_dir = str(results / ds_name / label / f"seed{seed}")
-                cross = {t: _target_data(cfg, t, fit) for t in targets}
-                cell = Cell(ds_name, label, seed, to_dict(fit), cfg.profile, cross, folds.get(ds_name))
-                if cell.key in seen:
-                    raise ConfigError(
-                        f"models[{seen[cell.key]}] and models[{i}] both make cell {cell.key}: give one another "
-                        "head or drop it"
-                    )
-                seen[cell.key] = i
-                cells.append(cell)
+            for key in cfg.grid:
+                if _has_path(per_model, tuple(key.split("."))):
+                    raise ConfigError(f"models[{i}] ({name}): sets {key}, which grid: varies; set it in one place")
+            for combo in combos:
+                factors = {key: shown for key, (_, shown) in combo.items()}
+                for seed in cfg.seeds:
+                    raw = {
+                        "seed": seed,
+                        "out_dir": "",
+                        "data": deep_merge(deep_merge(cfg.data, _dataset_data(cfg, ds_name)), per_model.get("data", {}))
+                        | {"name": ds_name},
+                        "model": model,
+                        "optim": deep_merge(cfg.optim, per_model.get("optim", {})),
+                        "logger": dict(cfg.logger),
+                        "eval": dict(cfg.eval),
+                        "trainer": deep_merge(cfg.trainer, per_model.get("trainer", {})),
+                        "compile": cfg.compile,
+                        "channels_last": cfg.channels_last,
+                    }
+                    for key, (value, _) in combo.items():
+                        raw = _set_path(raw, tuple(key.split(".")), value)
+                    where = f"cell {ds_name}/{name}" + (f" ({grid_label('', factors)[1:]})" if factors else "")
+                    try:
+                        fit = from_dict(FitConfig, raw)
+                        validate_trainer_args(fit.trainer)
+                        from agebench.validate import check_label, check_tuning
+
+                        if fit.model.label is not None:
+                            check_label(f"models[{i}].label", fit.model.label)
+                        check_tuning(fit)  # cheap (no torch): a bad grid value fails here, even for --list
+                        if fit.model.head is not None and fit.model.cell_name not in checked:
+                            _check_head(fit)
+                            checked.add(fit.model.cell_name)
+                    except UserError as err:
+                        raise ConfigError(f"{where}/seed{seed}: {err}") from None
+                    base = fit.model.cell_name
+                    label = grid_label(base, factors)
+                    fit.model.label = label if factors else fit.model.label
+                    fit.out_dir = str(results / ds_name / label / f"seed{seed}")
+                    cross = {t: _target_data(cfg, t, fit) for t in targets}
+                    cell = Cell(
+                        ds_name, label, seed, to_dict(fit), cfg.profile, cross, folds.get(ds_name),
+                        factors=factors, variant_of=base if factors else None,
+                    )  # fmt: skip
+                    if cell.key in seen:
+                        raise ConfigError(
+                            f"models[{seen[cell.key]}] and models[{i}] both make cell {cell.key}: give one a "
+                            "label (or another head), or drop it"
+                        )
+                    seen[cell.key] = i
+                    cells.append(cell)
     return cells
 
 

@@ -118,6 +118,7 @@ def cell_spec(cell: Cell) -> dict[str, Any]:
         "config_hash": cell.config_hash,
         "cross": cell.cross,
         "fold": cell.fold,
+        **({"factors": cell.factors, "variant_of": cell.variant_of} if cell.factors else {}),
     }
 
 
@@ -260,7 +261,17 @@ def validate_cells(cells: list[Cell]) -> None:
         cfg = from_dict(FitConfig, cell.fit)
         m = cfg.model
         key = json.dumps(
-            [m.name, cfg.data.img_size, m.kwargs, m.pretrained, m.weights_dir], sort_keys=True, default=str
+            [
+                m.name,
+                cfg.data.img_size,
+                m.kwargs,
+                m.pretrained,
+                m.weights_dir,
+                m.train_last_blocks,
+                cfg.optim.layer_decay,
+            ],
+            sort_keys=True,
+            default=str,
         )
         try:
             if key in probed:

@@ -142,6 +142,13 @@ def print_table(rows, analysis=None) -> None:
 
     for ablation in ablations(rows, analysis):
         console.print(f"[bold]ablation[/] {escape(ablation.text())}")
+    from agebench.report.factors import effects
+
+    for e in sorted(effects(rows, analysis), key=lambda e: (e.dataset, e.study, -e.spread)):
+        means = ", ".join(f"{level}: {mae:.2f}" for level, mae in e.level_mae.items())
+        console.print(
+            f"[bold]factor[/] {escape(f'{e.dataset}/{e.study} {e.factor}: mean MAE {means}; spread {e.spread:.2f}')}"
+        )
 
 
 def print_comparisons(console, analysis) -> None:

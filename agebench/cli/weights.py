@@ -21,6 +21,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", default=None, help="list: folder to look in (default: the config's weights_dir)")
 
 
+def _local_files(path: str) -> list[tuple[str, str]]:
+    """(model, file) of every model a fit or bench config loads from ``model.pretrained_path``."""
+    from agebench.config import load_fit_config, load_yaml
+
+    if "models" in load_yaml(path):
+        from agebench.bench.plan import expand, load_bench_config
+
+        models = [c.fit["model"] for c in expand(load_bench_config(path), "results")]
+    else:
+        m = load_fit_config(path).model
+        models = [{"name": m.name, "pretrained_path": m.pretrained_path}]
+    return list(dict.fromkeys((m["name"], m["pretrained_path"]) for m in models if m.get("pretrained_path")))
+
+
 def _from_config(path: str) -> list[tuple[str, dict, str | None]]:
     """(model, backbone kwargs, weights_dir) of every model a fit or bench config trains with pretrained=true."""
     from agebench.config import load_fit_config, load_yaml
@@ -67,16 +81,29 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.models and args.config:
         raise UserError("weights list: give model names or --config, not both")
+    missing = 0
     if args.config:
         entries = _from_config(args.config)
-        if not entries:
-            print(f"{args.config}: no model has pretrained: true; no weights needed")
+        local = _local_files(args.config)
+        if not entries and not local:
+            print(f"{args.config}: no model has pretrained: true or a pretrained_path; no weights needed")
             return 0
+        from pathlib import Path
+
+        from agebench.models.registry import get_backbone_spec
+
+        for name, file in local:  # weights from a local file (foundation / face-pretrained models): not fetchable
+            present = Path(file).is_file()
+            missing += not present
+            source = get_backbone_spec(name).requires_pretrained_path
+            where_from = f"; download it from {source}" if source and not present else ""
+            print(
+                f"{name:16s} {'model.pretrained_path':48s} {'present' if present else 'missing'} ({file}){where_from}"
+            )
     elif args.models:
         entries = [(name, {}, None) for name in args.models]
     else:
         raise UserError("weights list: give model names or --config FILE")
-    missing = 0
     for name, kwargs, weights_dir in entries:
         weights_dir = args.weights_dir or weights_dir
         for timm_name in timm_names(name, **kwargs):
@@ -86,5 +113,8 @@ def run(args: argparse.Namespace) -> int:
             shown = f"{state} ({path})" if path else state
             print(f"{name:16s} {spec.key:48s} {shown}")
     if missing:
-        print(f"{missing} missing: `agebench weights fetch MODEL... --to DIR` on a machine with network")
+        print(
+            f"{missing} missing: `agebench weights fetch MODEL... --to DIR` on a machine with network for timm "
+            "weights; model.pretrained_path files are downloaded by hand from their source"
+        )
     return 1 if missing else 0

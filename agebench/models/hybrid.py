@@ -53,7 +53,7 @@ import torch
 from timm.layers import LayerNorm2d, resample_abs_pos_embed
 from torch import nn
 
-from agebench.models.registry import Regime, register_backbone
+from agebench.models.registry import BlockLayout, Regime, register_backbone
 
 
 def _grid(img_size: int | tuple[int, int], stride: int) -> tuple[int, int]:
@@ -172,6 +172,17 @@ class ConvNeXtTransformer(nn.Module):
         if not self.depth:
             return Regime(mechanism="convolution", grid=grid)
         return Regime(mechanism="attention", grid=grid, tokens=grid[0] * grid[1])
+
+    def blocks(self) -> BlockLayout:
+        """The trunk's stages, then the encoder's layers; the trunk's stem is the embedding. The first encoder
+        layer's block also holds what feeds it (the trunk's token norm, the projection, class token and position
+        embedding); the final norm follows the blocks. With depth 0 the token norm follows the blocks too."""
+        stages = tuple((f"trunk.stages.{i}",) for i in range(len(self.trunk.stages)))
+        layers = tuple((f"encoder.layers.{i}",) for i in range(self.depth))
+        if layers:
+            feed = ("trunk.head.norm", "proj", "cls_token", "pos_embed")
+            layers = ((*feed, *layers[0]), *layers[1:])
+        return BlockLayout(embed=("trunk.stem",), blocks=stages + layers)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised token map ``[B, C, H/stride, W/stride]`` (the last trunk stage kept)."""

@@ -29,7 +29,7 @@ from agebench.errors import UserError
 from agebench.metrics import DEFAULT_KS, CumulativeScore
 from agebench.models.heads import DEFAULT_HEAD, create_head, head_context, resolve_head_kwargs
 from agebench.models.pretrained import load_pretrained
-from agebench.models.registry import create_backbone
+from agebench.models.registry import BlockLayout, backbone_blocks, create_backbone
 from agebench.models.weights import weights_source
 
 # Parameters matched by these name fragments are excluded from weight decay (as are all 0-/1-D tensors:
@@ -140,6 +140,12 @@ class AgeRegressor(pl.LightningModule):
         min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
         total_steps: schedule length; if None, ``trainer.estimated_stepping_batches``.
         cs_ks: the k of the CS@k metrics.
+        freeze: "none" or "backbone" (a probe: the backbone gets no gradient, no optimizer state, and stays in
+            eval mode, so its normalisation statistics and dropout stay as they were).
+        train_last_blocks: train only the backbone's last K declared blocks (and what follows them) and the head.
+        layer_decay: BEiT/MAE layer-wise decay F: block i of D at ``lr * F^(D - i)``, embeddings at
+            ``lr * F^(D + 1)``, parameters after the blocks at ``lr``; None: off.
+        backbone_lr_mult: multiplies every backbone learning rate (after ``layer_decay``).
         loss, loss_kwargs, age_mean, age_std: the pre-0.3 form of the regression head's settings (loss in years;
             the head predicts ``(age - mean) / std``). Used only when ``model_config`` has no ``head``, so old
             checkpoints (and callers) rebuild exactly what they trained.
@@ -160,6 +166,10 @@ class AgeRegressor(pl.LightningModule):
         min_lr_ratio: float = 0.01,
         total_steps: int | None = None,
         cs_ks: Iterable[int] = DEFAULT_KS,
+        freeze: str = "none",
+        train_last_blocks: int | None = None,
+        layer_decay: float | None = None,
+        backbone_lr_mult: float = 1.0,
         loss: str | None = None,
         loss_kwargs: Mapping[str, Any] | None = None,
         age_mean: float | None = None,
@@ -182,6 +192,7 @@ class AgeRegressor(pl.LightningModule):
         self.backbone = backbone
         self.head = head
         self._register_load_state_dict_pre_hook(_move_legacy_head_buffers, with_module=True)
+        self._apply_freeze(freeze, train_last_blocks, layer_decay)
 
         self.train_mae = MeanAbsoluteError()
         self.val_mae = MeanAbsoluteError()
@@ -190,6 +201,57 @@ class AgeRegressor(pl.LightningModule):
         self.test_mae = MeanAbsoluteError()
         self.test_rmse = MeanSquaredError(squared=False)
         self.test_cs = CumulativeScore(cs_ks)
+
+    def _layout(self, why: str) -> BlockLayout:
+        layout = backbone_blocks(self.backbone)
+        if layout is None:
+            name = (self.hparams.model_config or {}).get("name", type(self.backbone).__name__)
+            raise UserError(
+                f"{why}: backbone {name!r} declares no blocks (the optional blocks() of the backbone contract), so "
+                "it can train with model.freeze none or backbone only"
+            )
+        return layout
+
+    def _apply_freeze(self, freeze: str, train_last_blocks: int | None, layer_decay: float | None) -> None:
+        if freeze not in ("none", "backbone"):
+            raise UserError(f"model.freeze={freeze!r}: expected none or backbone")
+        if layer_decay is not None:
+            self._layout("optim.layer_decay")
+        if freeze == "backbone":
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        elif train_last_blocks is not None:
+            layout = self._layout("model.train_last_blocks")
+            depth = len(layout.blocks)
+            if not 1 <= train_last_blocks <= depth:
+                raise UserError(f"model.train_last_blocks={train_last_blocks}: expected 1..{depth} (the blocks)")
+            first = depth - train_last_blocks + 1  # layer of the first trained block
+            for name, param in self.backbone.named_parameters():
+                param.requires_grad_(layout.layer_of(name) >= first)
+
+    def train(self, mode: bool = True) -> AgeRegressor:
+        """A frozen backbone stays in eval mode, so batch-norm statistics and dropout do not move."""
+        super().train(mode)
+        if self.hparams.get("freeze", "none") == "backbone":
+            self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> int:
+        """Parameters the optimizer updates under the fine-tuning regime."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def lr_scales(self) -> dict[str, float]:
+        """Per backbone parameter name, its learning-rate multiplier: ``backbone_lr_mult`` x the layer decay."""
+        hp = self.hparams
+        mult, decay = float(hp.get("backbone_lr_mult", 1.0)), hp.get("layer_decay")
+        layout = self._layout("optim.layer_decay") if decay is not None else None
+        scales = {}
+        for name, _ in self.backbone.named_parameters():
+            scale = mult
+            if layout is not None:
+                scale *= float(decay) ** (len(layout.blocks) + 1 - layout.layer_of(name))
+            scales[f"backbone.{name}"] = scale
+        return scales
 
     @staticmethod
     def _with_head(
@@ -290,21 +352,26 @@ class AgeRegressor(pl.LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW groups: decayed weights, and undecayed norms / biases / embeddings / tokens; the head's
-        parameters in groups of their own at ``lr * head.lr_scale`` when the head declares a scale other than 1."""
-        scale = float(getattr(self.head, "lr_scale", 1.0))
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        parameters in groups of their own at ``lr * head.lr_scale`` when the head declares a scale other than 1;
+        backbone parameters grouped by their :meth:`lr_scales` when a regime scales them. Frozen parameters are
+        in no group, so they get no optimizer state."""
+        head_scale = float(getattr(self.head, "lr_scale", 1.0))
+        backbone_scales = self.lr_scales()
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if param.requires_grad:
-                in_head = scale != 1.0 and name.startswith("head.")
-                groups.setdefault((in_head, _no_weight_decay(name, param)), []).append(param)
+                scale = head_scale if name.startswith("head.") else backbone_scales.get(name, 1.0)
+                groups.setdefault((scale, _no_weight_decay(name, param)), []).append(param)
         out = []
-        for in_head in (False, True):
+        # Unscaled groups first, in the order of earlier versions (decayed, then undecayed).
+        for scale in sorted(set(s for s, _ in groups), key=lambda s: (s != 1.0, s)):
             for no_decay in (False, True):
-                params = groups.get((in_head, no_decay))
+                params = groups.get((scale, no_decay))
                 if params:
                     group = {"params": params, "weight_decay": 0.0 if no_decay else self.hparams.weight_decay}
-                    if in_head:
+                    if scale != 1.0:
                         group["lr"] = self.hparams.lr * scale
+                        group["lr_scale"] = scale
                     out.append(group)
         return out
 

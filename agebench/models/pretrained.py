@@ -11,6 +11,18 @@ Checkpoints from other code rarely use our module names, so key prefixes are rec
 prefixes (``module.`` from DDP, ``model.``, ``backbone.``, ``_orig_mod.`` from torch.compile, ...) are
 stripped from the file's keys and/or added to them, whichever combination matches the most keys. Tensors
 whose shapes disagree are skipped and reported, never silently broadcast.
+
+Foundation-model layouts (agebench 0.6) go into timm ViTs through timm's own ``checkpoint_filter_fn``
+(timm.models.vision_transformer), the function timm loads its own CLIP and DINOv2 weights with:
+
+* OpenAI CLIP and OpenCLIP with CLIP's own towers (FaRL's released files are of this kind): a ``state_dict``
+  wrapper, ``visual.`` keys (``conv1``, ``transformer.resblocks``, ``ln_pre``/``ln_post``, ``proj``), a text tower;
+* OpenCLIP with a timm vision tower: ``visual.trunk.`` keys;
+* DINOv2 (facebookresearch/dinov2 hub files): timm-like keys plus ``mask_token`` (and ``register_tokens``).
+
+The text tower and CLIP's joint-embedding projection are dropped and counted, never an error; a backbone key the
+file does not fill is an error (the backbone would train from a half-random start). The position embedding is
+resampled to the model's grid by the same filter.
 """
 
 from __future__ import annotations
@@ -43,9 +55,13 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)  # "key: file shape vs model shape", skipped
     stripped_prefix: str = ""
     added_prefix: str = ""
+    layout: str = ""  # a foundation-model layout read through timm's filter ("openai-clip", "dinov2", ...)
+    dropped: int = 0  # tensors of the layout the backbone has no use for (a text tower, CLIP's projection)
 
     def summary(self) -> str:
         parts = [f"loaded {self.loaded} tensors from {self.path}"]
+        if self.layout:
+            parts.append(f"({self.layout} layout; {self.dropped} text-tower / projection tensors dropped)")
         if self.stripped_prefix or self.added_prefix:
             parts.append(f"(prefix {self.stripped_prefix or '-'!r} -> {self.added_prefix or '-'!r})")
         for label, keys in (
@@ -119,6 +135,52 @@ def _best_mapping(file_keys: list[str], model_keys: set[str]) -> tuple[str, str,
     return best[2], best[3], best[4]
 
 
+# (layout, a key that marks it, the prefix of the vision tower's keys)
+FOUNDATION_LAYOUTS = (
+    ("openai-clip", "visual.class_embedding", "visual."),
+    ("openai-clip", "module.visual.class_embedding", "module.visual."),
+    ("open-clip-timm", "visual.trunk.pos_embed", "visual.trunk."),
+    ("open-clip-timm", "visual.trunk.blocks.0.norm1.weight", "visual.trunk."),
+    ("open-clip-timm", "module.visual.trunk.pos_embed", "module.visual.trunk."),
+    ("dinov2", "mask_token", ""),
+)
+
+
+def foundation_layout(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """(layout, vision-tower prefix) of a CLIP / OpenCLIP / DINOv2 file, or None for any other layout."""
+    return next(((name, prefix) for name, key, prefix in FOUNDATION_LAYOUTS if key in state), None)
+
+
+def _timm_vit(model: nn.Module) -> nn.Module | None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    inner = getattr(model, "model", model)
+    return inner if isinstance(inner, VisionTransformer) else None
+
+
+def from_foundation_layout(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path):
+    """``state`` in timm's ViT layout through timm's checkpoint filter, and how many tensors it dropped."""
+    found = foundation_layout(state)
+    assert found is not None
+    layout, prefix = found
+    vit = _timm_vit(model)
+    if vit is None:
+        raise UserError(
+            f"{path}: a {layout} checkpoint loads into a timm Vision Transformer (e.g. farl-b16, "
+            f"timm:vit_base_patch16_clip_224, timm:vit_small_patch14_dinov2), not into {type(model).__name__}"
+        )
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    converted = checkpoint_filter_fn(dict(state), vit)
+    # What the filter leaves behind: the text tower (keys outside the vision prefix), DINOv2's mask token.
+    dropped = sum(1 for k in state if not k.startswith(prefix)) + (layout == "dinov2" and "mask_token" in state)
+    # CLIP's projection into the joint text-image space becomes timm's head; a backbone has none (num_classes=0).
+    if not isinstance(getattr(vit, "head", None), nn.Linear):
+        converted.pop("head.bias", None)  # made up by the filter (zeros): not in the file
+        dropped += converted.pop("head.weight", None) is not None
+    return layout, converted, dropped
+
+
 def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False) -> LoadReport:
     """Copy the weights in ``path`` into ``model`` (in place) and report what did not match.
 
@@ -126,6 +188,9 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False)
     A file that matches no key at all is always an error: it is the wrong file.
     """
     state = read_state_dict(path)
+    layout, dropped = "", 0
+    if foundation_layout(state) is not None:
+        layout, state, dropped = from_foundation_layout(model, state, path)
     target = model.state_dict()
     strip, add, mapping = _best_mapping(list(state), set(target))
     if not mapping:
@@ -149,7 +214,11 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = False)
         mismatched=mismatched,
         stripped_prefix=strip,
         added_prefix=add,
+        layout=layout,
+        dropped=dropped,
     )
+    if layout and (report.missing or report.mismatched):
+        raise UserError(f"{path}: the {layout} checkpoint does not fill the backbone: {report.summary()}")
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise UserError(report.summary())
     (log.warning if report.missing or report.unexpected or report.mismatched else log.info)(report.summary())

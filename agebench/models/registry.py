@@ -15,6 +15,11 @@ Backbone contract (a breaking change if it moves; the README repeats it):
   at that size: the tokens its attention mixes (patch or grid tokens, class tokens not counted) and its last
   feature map's grid. The leaderboard shows it and flags a run ``degenerate`` where the mechanism is off
   (:attr:`Regime.degenerate`); a backbone without it is shown as "unknown" and never flagged.
+* Optional, since agebench 0.6: ``blocks() -> BlockLayout``, the backbone's parameters as embeddings (the stem)
+  and blocks ordered from the input; what neither holds (a final norm) comes after the last block. Partial
+  fine-tuning (``model.train_last_blocks``) and layer-wise lr decay (``optim.layer_decay``) need it; a backbone
+  without it trains with ``model.freeze: none`` or ``backbone`` only. timm models declare it from timm's own
+  ``group_matcher``; the hybrid declares its trunk stages, then its encoder layers.
 
 Three sources of names, looked up in this order:
 
@@ -107,6 +112,36 @@ def backbone_regime(module: nn.Module, img_size: int) -> Regime | None:
 
 
 @dataclass(frozen=True)
+class BlockLayout:
+    """Parameter-name prefixes (relative to the backbone) of the embeddings and of each block, from the input.
+
+    A parameter belongs to a prefix when its name equals it or continues it after a dot. Parameters under no
+    prefix come after the last block (final norms): they train with the last block and at the head's rate.
+    """
+
+    embed: tuple[str, ...]
+    blocks: tuple[tuple[str, ...], ...]
+
+    def layer_of(self, name: str) -> int:
+        """0 for the embeddings, i + 1 for block i, ``len(blocks) + 1`` for what follows the blocks."""
+        for layer, prefixes in enumerate((self.embed, *self.blocks)):
+            if any(name == p or name.startswith(p + ".") for p in prefixes):
+                return layer
+        return len(self.blocks) + 1
+
+
+def backbone_blocks(module: nn.Module) -> BlockLayout | None:
+    """The backbone's declared blocks; None when it declares none (a third-party backbone may not)."""
+    declare = getattr(module, "blocks", None)
+    if not callable(declare):
+        return None
+    layout = declare()
+    if layout is not None and (not isinstance(layout, BlockLayout) or not layout.blocks):
+        raise UserError(f"backbone {type(module).__name__}: blocks() must return a BlockLayout with >= 1 block")
+    return layout
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """What the registry knows about a backbone name, before building it."""
 
@@ -115,6 +150,8 @@ class BackboneSpec:
     description: str = ""
     default_kwargs: dict[str, Any] = field(default_factory=dict)
     small: bool = False  # fast on CPU at 32-64 px: the test suite trains every small built-in
+    # Where its weights come from, for a backbone that is only meaningful with them (model.pretrained_path).
+    requires_pretrained_path: str | None = None
     factory: Factory | None = None
     entry_point: EntryPoint | None = None
 
@@ -135,6 +172,7 @@ def register_backbone(
     default_kwargs: dict[str, Any] | None = None,
     description: str = "",
     small: bool = False,
+    requires_pretrained_path: str | None = None,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering ``factory(**kwargs) -> nn.Module`` under ``name``.
 
@@ -152,6 +190,7 @@ def register_backbone(
             description=description or (inspect.getdoc(factory) or "").split("\n")[0],
             default_kwargs=dict(default_kwargs or {}),
             small=small,
+            requires_pretrained_path=requires_pretrained_path,
             factory=factory,
         )
         return factory
@@ -257,6 +296,25 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def blocks(self) -> BlockLayout | None:
+        """From timm's own ``group_matcher(coarse=False)`` (what ``timm.optim.param_groups_layer_decay`` uses):
+        its first group is the stem; trailing groups of 1-D tensors only (a final norm) follow the blocks; the
+        groups between are the blocks (a ViT's transformer blocks; a ConvNeXt's blocks, each stage's downsampling
+        with its first block). None for a timm model without a group matcher."""
+        matcher = getattr(self.model, "group_matcher", None)
+        if not callable(matcher):
+            return None
+        from timm.models import group_parameters
+
+        groups = list(group_parameters(self.model, matcher(coarse=False)).values())
+        shapes = dict(self.model.named_parameters())
+        while len(groups) > 2 and all(shapes[n].ndim <= 1 for n in groups[-1]):
+            groups.pop()
+        if len(groups) < 2:
+            return None
+        named = [tuple(f"model.{n}" for n in g) for g in groups]
+        return BlockLayout(embed=named[0], blocks=tuple(named[1:]))
 
     def regime(self, img_size: int) -> Regime | None:
         """Declared from timm's own description: a ViT's patch grid, a convnet's last ``feature_info`` stride.

@@ -103,6 +103,9 @@ class Row:
     flags: tuple[str, ...] = ()
     regime: str = ""  # what attention / the last map sees (Cell.regime_text); "" for references
     ablation_of: str | None = None  # the row this one ablates (model.ablation_of)
+    variant_of: str | None = None  # a grid variant: the model entry it varies (metrics.json variant_of, 0.6)
+    factors: dict[str, Any] = field(default_factory=dict)  # its grid values, {dotted key: value}
+    tuning: dict[str, Any] | None = None  # the fine-tuning regime (metrics.json tuning, 0.6); None: older runs
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     # Filled by agebench.report.significance.analyse: place in the data set's table, rank group, intervals.
@@ -163,6 +166,12 @@ class Row:
             "timed_on": self.timed_on,
             "regime": self.cells[0].regime if self.cells else None,
             "ablation_of": self.ablation_of,
+            "variant_of": self.variant_of,
+            "factors": dict(self.factors),
+            "tuning": tuning_text(self.tuning),
+            "trainable_params_m": _round(self.tuning["trainable_params"] / 1e6)
+            if self.tuning and isinstance(self.tuning.get("trainable_params"), int)
+            else None,
             "flags": list(self.flags),
             "error": self.error,
             "origin": self.origin or None,
@@ -219,6 +228,23 @@ class Row:
             "timed_on": self.timed_on or "",
             "flags": ", ".join(self.flags),
         }
+
+
+def tuning_text(tuning: dict[str, Any] | None) -> str | None:
+    """``full``, ``frozen backbone``, ``last 2 blocks``, plus ``layer decay 0.75`` / ``backbone lr x0.1``."""
+    if not isinstance(tuning, dict):
+        return None
+    if tuning.get("freeze") == "backbone":
+        parts = ["frozen backbone"]
+    elif tuning.get("train_last_blocks"):
+        parts = [f"last {tuning['train_last_blocks']} block(s)"]
+    else:
+        parts = ["full"]
+    if tuning.get("layer_decay") is not None:
+        parts.append(f"layer decay {tuning['layer_decay']:g}")
+    if tuning.get("backbone_lr_mult", 1.0) != 1.0:
+        parts.append(f"backbone lr x{tuning['backbone_lr_mult']:g}")
+    return ", ".join(parts)
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -298,6 +324,9 @@ def pooled_row(cells: list[Cell]) -> Row:
         flags=row_flags(cells),
         regime=" / ".join(sorted({c.regime_text for c in cells})),
         ablation_of=next((str(a) for c in cells if (a := c.metrics.get("ablation_of"))), None),
+        variant_of=first.metrics.get("variant_of") if isinstance(first.metrics.get("variant_of"), str) else None,
+        factors=dict(first.metrics["factors"]) if isinstance(first.metrics.get("factors"), dict) else {},
+        tuning=first.metrics.get("tuning") if isinstance(first.metrics.get("tuning"), dict) else None,
         warnings=[f"{c.rel}: {w}" for c in cells for w in c.warnings],
     )
 
@@ -324,6 +353,8 @@ def build_rows(cells: list[Cell], reference: str = "matching") -> list[Row]:
                     error=members[0].error,
                     flags=cell_flags(members[0]),
                     regime=members[0].regime_text,
+                    variant_of=members[0].metrics.get("variant_of"),
+                    factors=dict(members[0].metrics.get("factors") or {}),
                 )
             )
     if reference != "none":
@@ -364,7 +395,7 @@ def cell_record(cell: Cell) -> dict[str, Any]:
 
 
 # CSV: the row dict without the lists only JSON can hold well (cell paths, warnings).
-CSV_COLUMNS = [k for k in Row("", "").to_dict() if k not in ("cells", "warnings")]
+CSV_COLUMNS = [k for k in Row("", "").to_dict() if k not in ("cells", "warnings", "factors")]
 
 
 def to_csv(rows: list[Row]) -> str:

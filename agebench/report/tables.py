@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agebench.report.factors import effects, factors_markdown
 from agebench.report.leaderboard import DISPLAY_COLUMNS, FLAG_HELP, FORMAT_VERSION, Row, _round, cell_record, format_p
 from agebench.report.reference import SOURCE
 from agebench.report.results import Cell, provenance_summary
@@ -120,6 +121,7 @@ def to_json(
         "reference": SOURCE,
         "rows": [r.to_dict() for r in rows],
         "ablations": [a.to_dict() for a in ablations(rows, analysis)],
+        "factor_effects": [e.to_dict() for e in effects(rows, analysis)],
         "statistics": analysis.to_dict() if analysis else None,
         "cross_matrix": cross,
         "unpooled": unpooled(cells),
@@ -243,6 +245,7 @@ def to_markdown(
     found = ablations(rows, analysis)
     if found:
         lines += ["## Ablations", ""] + [f"- {_md_cell(a.text())}" for a in found] + [""]
+    lines += factors_markdown(rows, analysis)
     used = sorted({f for r in rows for f in r.flags})
     if used:
         lines += ["## Flags", ""] + [f"- **{f}**: {FLAG_HELP[f]}" for f in used] + [""]
