@@ -7,7 +7,8 @@ beside it (``000000.jpg_face.jpg``: rotated, 40 % margin; no detector needed); t
 ``apparent_age_std`` and ``num_ratings``. ``--target apparent`` (default) or ``real`` chooses the label; the
 other is kept as a column. APPA-REAL has no identity labels. ``allcategories_{split}.csv`` (``file, gender, race,
 ...``), where present, gives ``gender`` (male/female -> M/F) and ``race`` (as the archive labels it: caucasian,
-afroamerican, asian); without it the columns are empty. The per-rating ``gt_*.csv`` files are not needed. CLAP2016 (clap2016.py) is the same family read by the same code.
+afroamerican, asian); without it the columns are empty. The per-rating ``gt_*.csv`` files are not needed.
+CLAP2016 (clap2016.py) is the same family read by the same code.
 """
 
 from __future__ import annotations
