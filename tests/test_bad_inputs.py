@@ -56,6 +56,11 @@ CASES = [
     Case("synth-bias-value", [*SYNTH10, "--apparent-bias", "skin_tone=blue:8"], ["skin_tone 'blue'"], absent=["s"]),
     Case("synth-bias-years", [*SYNTH10, "--apparent-bias", "skin_tone=dark:old"], ["YEARS 'old'"], absent=["s"]),
     Case("synth-bias-split", [*SYNTH10, "--apparent-bias", "gender=F:3@dev"], ["split(s) dev"], absent=["s"]),
+    # assurance
+    Case("assurance-threshold", ["assurance", "{W}/empty", "--thresholds", "13,120"], ["120 is outside 1-100"]),
+    Case("assurance-threshold0", ["assurance", "{W}/empty", "--thresholds", "0"], ["0 is outside 1-100"]),
+    Case("assurance-buffer", ["assurance", "{W}/empty", "--buffer", "-1"], ["--buffer -1", ">= 0"]),
+    Case("assurance-missing", ["assurance", "{W}/nowhere"], ["nowhere"]),
     # audit
     Case("audit-missing", ["audit", "{W}/nope.csv"], ["nope.csv", "not found"]),
     Case("audit-bad-age", ["audit", "{W}/bad_age.csv", "--root", "{W}/data"], ["bad_age.csv:3", "forty"]),

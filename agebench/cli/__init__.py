@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "profile": "parameter count, GFLOPs, latency and throughput of a model",
     "leaderboard": "build the leaderboard (md/csv/json/html + plots) from result files",
     "compare": "paired significance test of two models on one data set",
+    "assurance": "age assurance: error by group and year of age, age-gate and child-band rates, from result files",
     "explain": "Grad-CAM maps and a failure report for finished runs",
     "predict": "predict ages of new images (files or folders) with a trained run",
     "export": "export a trained run to TorchScript or ONNX and check it against the checkpoint",

@@ -1,8 +1,8 @@
 """Generate the embedded synthetic face-age data set: procedural faces whose age cues follow a known apparent age.
 
 Writes OUT/images/<subject>/<index>.jpg, OUT/manifest.csv (path, age, subject_id, split, apparent_age, gender,
-skin_tone[, mask]) and OUT/synth.json. The same arguments always give byte-identical files. The best possible MAE is about
-0.8 * noise sigma (2.0 years at the default 2.5): the apparent age, which drives every cue, is the true age plus
+skin_tone[, mask]) and OUT/synth.json. The same arguments always give byte-identical files. The best possible MAE is
+about 0.8 * noise sigma (2.0 years at the default 2.5): the apparent age, which drives every cue, is the true age plus
 Gaussian noise that no model can see.
 """
 

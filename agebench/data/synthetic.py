@@ -38,7 +38,8 @@ Nuisance, independent of age
 Files
     ``DIR/images/<subject>/<index>.jpg``, ``DIR/manifest.csv`` (``path, age, subject_id, split, apparent_age,
     gender`` (M/F, the importers' vocabulary), ``skin_tone`` and, with masks, ``mask``), ``DIR/synth.json`` (the
-    parameters; marks the folder as synth output so a rerun may overwrite it). With masks, ``DIR/masks/<subject>/<index>.png`` is a single-channel uint8 image of
+    parameters; marks the folder as synth output so a rerun may overwrite it). With masks,
+    ``DIR/masks/<subject>/<index>.png`` is a single-channel uint8 image of
     the image's size whose bits flag where the age cues live (bits may overlap):
 
     ====  ============================================
