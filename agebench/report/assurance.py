@@ -233,7 +233,9 @@ def detail_markdown(record: dict[str, Any]) -> list[str]:
         return lines + [f"n/a: {'; '.join(record.get('notes') or [])}", ""]
     o = record["overall"]
     lines += [
-        f"{o['n']} images, {o['n_units']} {record['unit']}, seeds {record['seeds']}: "
+        f"{o['n']} images"
+        + (f" of {o['n_units']} subjects" if record["unit"] == "subjects" else " (no identities: images resampled)")
+        + f", seeds {record['seeds']}: "
         f"MAE {fmt_years(o['mae'], o['mae_ci'])}, "
         f"bias {fmt_years(o['bias'], o['bias_ci'], True)}, CS@5 {fmt_rate(o['cs5'])}",
         "",
