@@ -408,6 +408,7 @@ def render_plots(records: list[dict[str, Any]]) -> dict[str, bytes]:
                     hi.append(ci[1] - g["mae"])
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, color=colors[r["model"]], label=r["model"])
             ax.set_xticks(range(len(values)), values, rotation=30 if len(values) > 4 else 0)
+            ax.set_xlim(-0.6, len(values) - 0.4)
             ax.set(title=f"{ds}: MAE by {col} (95% CI)", ylabel="MAE (years)")
             ax.legend(fontsize=7)
         for ax in axes[len(panels) :]:
