@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from agebench.atomic import atomic_open
+from agebench.data.manifest import Manifest, Record
 from agebench.metrics import regression_metrics
 
 AGE_GROUPS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 121)]
@@ -97,19 +98,37 @@ def metrics_from_predictions(age: np.ndarray, pred: np.ndarray) -> dict[str, Any
     }
 
 
+def attach_records(pred: dict, manifest: Manifest, records: Sequence[Record]) -> dict:
+    """Add the test images' subject_id (where the manifest has identities) and demographic columns to ``pred``.
+
+    ``records`` are the dataset's records that ``pred["index"]`` points into. The columns travel into
+    predictions.csv so the report layer (group accuracy, age assurance) needs result files only.
+    """
+    chosen = [records[int(i)] for i in pred["index"]]
+    if manifest.has_identities:
+        pred["subject_id"] = [r.subject_id for r in chosen]
+    columns = manifest.demographic_columns
+    if columns:
+        pred["columns"] = {c: [r.extra.get(c, "") for r in chosen] for c in columns}
+    return pred
+
+
 def write_predictions(path: str | os.PathLike[str], pred: dict) -> None:
-    """predictions.csv: path, age, pred (+ subject_id where ``pred`` has one); one row per test image, in order.
+    """predictions.csv: path, age, pred (+ subject_id where ``pred`` has one, + the manifest's demographic
+    columns under ``pred["columns"]``); one row per test image, in order.
 
     subject_id lets the leaderboard resample people rather than images (a cluster bootstrap): a person's
     photos share errors, so treating them as independent makes intervals too narrow.
     """
     subjects = pred.get("subject_id")
+    extra: dict[str, list[str]] = pred.get("columns") or {}
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["path", "age", "pred"] + (["subject_id"] if subjects is not None else []))
+        writer.writerow(["path", "age", "pred"] + (["subject_id"] if subjects is not None else []) + list(extra))
         for i, (p, a, y) in enumerate(zip(pred["path"], pred["age"], pred["pred"], strict=True)):
             row = [p, f"{a:.4f}".rstrip("0").rstrip("."), f"{y:.6f}"]
-            writer.writerow(row + ([subjects[i]] if subjects is not None else []))
+            row += [subjects[i]] if subjects is not None else []
+            writer.writerow(row + [values[i] for values in extra.values()])
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Iterator[tuple[str, float, float]]:

@@ -22,7 +22,7 @@ from agebench import atomic
 from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError, require_package
-from agebench.evaluate import metrics_from_predictions, predict, read_predictions, write_predictions
+from agebench.evaluate import attach_records, metrics_from_predictions, predict, read_predictions, write_predictions
 from agebench.models.registry import regime_record
 from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
 
@@ -287,9 +287,7 @@ def fit(
     # Lightning moves the module back to the CPU when fit ends: evaluate on the device that trained it.
     device = trainer.strategy.root_device
     preds = predict(module, dm.test_dataloader(shard=False), device, cfg.trainer.get("precision"), cfg.eval.tta)
-    if dm.manifest.has_identities:
-        test_records = dm.datasets["test"].records
-        preds["subject_id"] = [test_records[int(i)].subject_id for i in preds["index"]]
+    attach_records(preds, dm.manifest, dm.datasets["test"].records)
     write_predictions(out_dir / "predictions.csv", preds)
     _, ages, pred = zip(*read_predictions(out_dir / "predictions.csv"), strict=True)
     ages_arr, train_ages = np.array(ages), dm.train_ages()
@@ -318,6 +316,7 @@ def fit(
         "tuning": tuning_record(cfg, module),
         "ablation_of": cfg.model.ablation_of,
         "manifest_sha256": dm.manifest.sha256(),
+        "test_split_sha256": dm.manifest.split_sha256("test"),
         "checkpoint": str(best_path),
     }
     if write_metrics:

@@ -39,6 +39,7 @@ class Case:
 
 
 FIT = ["fit", "--config", "{W}/fit.yaml"]
+SYNTH10 = ["synth", "--out", "{W}/s", "--n", "10"]
 PROFILE = ["profile", "--model", "convnext-atto", "--warmup", "0", "--iters", "1", "--batch-size", "2"]
 
 CASES = [
@@ -51,6 +52,15 @@ CASES = [
         "synth-cache2", ["synth", "--out", "{W}/s", "--n", "10", "--cache-size", "2"], ["--cache-size 2"], absent=["s"]
     ),
     Case("synth-workers0", ["synth", "--out", "{W}/s", "--n", "10", "--workers", "0"], ["--workers 0"], absent=["s"]),
+    Case("synth-bias-column", [*SYNTH10, "--apparent-bias", "race=x:8"], ["unknown column 'race'"], absent=["s"]),
+    Case("synth-bias-value", [*SYNTH10, "--apparent-bias", "skin_tone=blue:8"], ["skin_tone 'blue'"], absent=["s"]),
+    Case("synth-bias-years", [*SYNTH10, "--apparent-bias", "skin_tone=dark:old"], ["YEARS 'old'"], absent=["s"]),
+    Case("synth-bias-split", [*SYNTH10, "--apparent-bias", "gender=F:3@dev"], ["split(s) dev"], absent=["s"]),
+    # assurance
+    Case("assurance-threshold", ["assurance", "{W}/empty", "--thresholds", "13,120"], ["120 is outside 1-100"]),
+    Case("assurance-threshold0", ["assurance", "{W}/empty", "--thresholds", "0"], ["0 is outside 1-100"]),
+    Case("assurance-buffer", ["assurance", "{W}/empty", "--buffer", "-1"], ["--buffer -1", ">= 0"]),
+    Case("assurance-missing", ["assurance", "{W}/nowhere"], ["nowhere"]),
     # audit
     Case("audit-missing", ["audit", "{W}/nope.csv"], ["nope.csv", "not found"]),
     Case("audit-bad-age", ["audit", "{W}/bad_age.csv", "--root", "{W}/data"], ["bad_age.csv:3", "forty"]),

@@ -82,7 +82,8 @@ def test_cross_matrix_in_every_format_with_the_diagonal_equal_to_the_cells(style
             rows = list(read_predictions(cell / f"predictions.{target}.csv"))
             assert sorted(r[0] for r in rows) == test_paths and record["n_test"] == len(test_paths)
             with open(cell / f"predictions.{target}.csv") as fh:  # people, so the matrix resamples people
-                assert next(csv.reader(fh))[-1] == "subject_id"
+                header = next(csv.reader(fh))  # then the target's demographic columns (agebench 0.6)
+                assert header[3:] == ["subject_id", "gender", "skin_tone"]
             err = np.abs(np.array([r[2] for r in rows]) - np.array([r[1] for r in rows]))
             assert record["mae"] == pytest.approx(err.mean(), abs=1e-6)
             assert record["overlap"] == {
@@ -275,3 +276,22 @@ def test_a_target_is_redone_when_its_manifest_or_settings_change_and_dropped_whe
     manifest.write_text(manifest.read_text().replace("test", "val", 1))
     assert list(missing_targets(spec, record)) == ["t"]
     assert dropped_targets({"cross": {}}, record) == ["t"]
+
+
+def test_a_target_keyed_on_its_test_split_stays_done_when_a_column_is_added(tmp_path):
+    from agebench.bench.cell import missing_targets, target_settings_hash
+    from agebench.data.manifest import load_manifest
+
+    manifest = make_image_set(tmp_path / "t", n=12)
+    data = {"manifest": str(manifest), "root": None, "img_size": 32, "crop_pct": 1.0, "use_cache": True}
+    key = load_manifest(manifest, check_files=False).split_sha256("test")
+    done = {"manifest_sha256": "old bytes", "test_split_sha256": key, "settings_sha256": target_settings_hash(data)}
+    spec, record = {"cross": {"t": data}}, {"cross": {"t": done}}
+    assert missing_targets(spec, record) == {}
+    lines = manifest.read_text().splitlines()  # a demographic column, and the rows reordered: same test split
+    rows = [f"{line},{'F' if i % 2 else 'M'}" for i, line in enumerate(lines[1:])]
+    manifest.write_text("\n".join([lines[0] + ",gender", *reversed(rows)]) + "\n")
+    assert load_manifest(manifest, check_files=False).extra_columns == ("gender",)
+    assert missing_targets(spec, record) == {}
+    manifest.write_text(manifest.read_text().replace(",test,", ",val,", 1))  # one test image fewer: redone
+    assert list(missing_targets(spec, record)) == ["t"]

@@ -75,6 +75,8 @@ def make_appa_real(root: Path) -> Path:
         header = ["file_name", "num_ratings", "apparent_age_avg", "apparent_age_std", "real_age"]
         _write_csv(base / f"gt_avg_{split}.csv", header, rows)
     _write_csv(base / "gt_train.csv", ["file_name", "real_age", "apparent_age"], [["000000.jpg", 22, 21]])
+    categories = [["000006.jpg", "female", "asian", "no", "n", "n"], ["000007.jpg", "male", "afroamerican", "", "", ""]]
+    _write_csv(base / "allcategories_valid.csv", ["file", "gender", "race", "makeup", "time", "happiness"], categories)
     return root
 
 
@@ -211,6 +213,11 @@ def test_appa_real_official_split_reads_the_face_crops_and_the_chosen_target(
     assert rows[crop].split == "val" and rows[crop].age == age_of_000007
     assert rows[crop].extra["apparent_age"] == "27.5" and rows[crop].extra["real_age"] == "29"
     assert rows[crop].extra["target"] == (target or "apparent")
+    # allcategories_valid.csv: one gender vocabulary (M/F), race as the archive labels it; absent files -> empty
+    assert (rows[crop].extra["gender"], rows[crop].extra["race"]) == ("M", "afroamerican")
+    assert rows["appa-real-release/valid/000006.jpg_face.jpg"].extra["gender"] == "F"
+    assert rows["appa-real-release/valid/000008.jpg_face.jpg"].extra["gender"] == ""
+    assert rows["appa-real-release/train/000000.jpg_face.jpg"].extra["race"] == ""
     assert len(rows) == 11 and all(p.endswith(".jpg_face.jpg") for p in rows)
     assert {s: sum(r.split == s for r in rows.values()) for s in ("train", "val", "test")} == {
         "train": 5,

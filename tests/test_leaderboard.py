@@ -257,7 +257,14 @@ def test_all_writes_every_format_and_non_empty_plots(results: Path, tmp_path: Pa
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "leaderboard.html"):
         assert (out / name).stat().st_size > 0
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert plots == ["cs_curves.png", "mae_by_age_group.png", "mae_vs_latency.png"]
+    # the age-assurance plots: by age and the trade-off (no group plot: these cells have no demographic column)
+    assert plots == [
+        "assurance_by_age.png",
+        "assurance_tradeoff.png",
+        "cs_curves.png",
+        "mae_by_age_group.png",
+        "mae_vs_latency.png",
+    ]
     for png in (out / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -266,7 +273,7 @@ def test_html_embeds_each_plot_as_png_and_loads_nothing_external(results: Path, 
     build_leaderboard(results, tmp_path / "page.html")
     html = (tmp_path / "page.html").read_text()
     images = re.findall(r'<img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 3
+    assert len(images) == 5  # 3 leaderboard plots, 2 age-assurance plots (by age, trade-off)
     for data in images:
         png = base64.b64decode(data, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(png) < 2_000_000

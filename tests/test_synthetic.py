@@ -274,3 +274,29 @@ def test_styles_change_scene_camera_and_ages_not_the_cues(tmp_path: Path, capsys
     assert main(["synth", "--out", str(tmp_path / "x"), "--style", "noir", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "noir" in err and "studio" in err and len(err.splitlines()) == 1
+
+
+def test_skin_tone_groups_cut_the_tone_at_its_tertiles_and_gender_is_m_or_f(learn_set: Manifest) -> None:
+    from agebench.data.synthetic_faces import skin_tone_group
+
+    assert [skin_tone_group(t) for t in (0.0, 0.333, 1 / 3 + 1e-9, 0.6666, 0.6667, 1.0)] == [
+        "dark", "dark", "medium", "medium", "light", "light",
+    ]  # fmt: skip
+    assert {r.extra["gender"] for r in learn_set.records} == {"M", "F"}
+    assert {r.extra["skin_tone"] for r in learn_set.records} <= {"dark", "medium", "light"}
+
+
+def test_apparent_bias_shifts_only_that_groups_cues_in_the_chosen_splits() -> None:
+    from agebench.data.synthetic import parse_apparent_bias
+
+    bias = parse_apparent_bias("skin_tone=dark:+8")
+    assert (bias.column, bias.value, bias.years, bias.splits) == ("skin_tone", "dark", 8.0, ("test",))
+    assert parse_apparent_bias("gender=F:-3@train,test").splits == ("train", "test")
+    rows, jobs = plan(300, 4, 32, 2.5, False)
+    biased_rows, biased_jobs = plan(300, 4, 32, 2.5, False, biases=(bias,))
+    hit = [r["split"] == "test" and r["skin_tone"] == "dark" for r in rows]
+    assert any(hit) and not all(hit)
+    for a, b, h, row in zip(jobs, biased_jobs, hit, biased_rows, strict=True):
+        expected = min(100.0, a.apparent_age + 8.0) if h else a.apparent_age  # same traits elsewhere: same pixels
+        assert b.apparent_age == pytest.approx(expected, abs=2e-4) and b.traits == a.traits
+        assert float(row["apparent_age"]) == pytest.approx(b.apparent_age, abs=1e-4)

@@ -19,7 +19,7 @@ import torch
 from agebench.bench.targets import target_settings_hash
 from agebench.data.datamodule import AgeDataModule
 from agebench.data.manifest import Manifest
-from agebench.evaluate import metrics_from_predictions, predict, write_predictions
+from agebench.evaluate import attach_records, metrics_from_predictions, predict, write_predictions
 
 SEEN_SPLITS = ("train", "val")  # what a trained model has seen, or was selected on
 
@@ -86,9 +86,8 @@ def evaluate_target(
     dm = target_datamodule(data)
     assert dm.manifest is not None
     preds = predict(module, dm.test_dataloader(shard=False), device, precision, tta)
-    if dm.manifest.has_identities:  # so the matrix's intervals resample people, as the rows' do
-        records = dm.datasets["test"].records
-        preds["subject_id"] = [records[int(i)].subject_id for i in preds["index"]]
+    # subject_id: so the matrix's intervals resample people, as the rows' do; demographic columns: for the report
+    attach_records(preds, dm.manifest, dm.datasets["test"].records)
     write_predictions(out_dir / predictions_file(name), preds)
     ages, pred = preds["age"], preds["pred"]
     target_train = np.array([r.age for r in dm.manifest.split("train")], dtype=np.float64)
@@ -101,6 +100,7 @@ def evaluate_target(
         "overlap": overlap(source, dm.manifest),
         "skipped_images": dm.skipped_images,
         "manifest_sha256": dm.manifest.sha256(),
+        "test_split_sha256": dm.manifest.split_sha256("test"),
         "settings_sha256": target_settings_hash(data),
         "predictions": predictions_file(name),
     }

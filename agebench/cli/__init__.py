@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "bundle": "pack result cells (metrics, predictions, configs; no weights) with sha256 digests into a zip",
     "verify": "check a result bundle: digests, recomputed metrics, coverage of your test split (exit 1: mismatch)",
     "compare": "paired significance test of two models on one data set",
+    "assurance": "age assurance: error by group and year of age, age-gate and child-band rates, from result files",
     "explain": "Grad-CAM maps and a failure report for finished runs",
     "predict": "predict ages of new images (files or folders) with a trained run",
     "export": "export a trained run to TorchScript or ONNX and check it against the checkpoint",

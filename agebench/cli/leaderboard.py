@@ -208,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
     else:
         print_table(built.rows, built.analysis)
+        from agebench.report.assurance import terminal_line
+
+        for record in built.assurance:  # one age-assurance line per measured row (make bench shows them)
+            print(terminal_line(record))
         if built.matrices:
             from agebench.report.matrix import to_markdown
 

@@ -1,8 +1,8 @@
 """Generate the embedded synthetic face-age data set: procedural faces whose age cues follow a known apparent age.
 
-Writes OUT/images/<subject>/<index>.jpg, OUT/manifest.csv (path, age, subject_id, split, apparent_age, gender[, mask])
-and OUT/synth.json. The same arguments always give byte-identical files. The best possible MAE is about
-0.8 * noise sigma (2.0 years at the default 2.5): the apparent age, which drives every cue, is the true age plus
+Writes OUT/images/<subject>/<index>.jpg, OUT/manifest.csv (path, age, subject_id, split, apparent_age, gender,
+skin_tone[, mask]) and OUT/synth.json. The same arguments always give byte-identical files. The best possible MAE is
+about 0.8 * noise sigma (2.0 years at the default 2.5): the apparent age, which drives every cue, is the true age plus
 Gaussian noise that no model can see.
 """
 
@@ -39,6 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="7/1/2",
         help="subjects per age-sorted block of 10 dealt to train/val/test (default: 7/1/2; make bench: 5/1/4)",
     )
+    p.add_argument(
+        "--apparent-bias",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE:YEARS[@SPLITS]",
+        help="draw that group's age cues YEARS older (negative: younger), by default in the test split only; "
+        "repeatable; columns gender (F, M) and skin_tone (dark, medium, light), e.g. skin_tone=dark:+8",
+    )
     p.add_argument("--list-styles", action="store_true", help="describe the styles and exit")
     p.add_argument("--workers", type=int, default=None, help="processes to draw with (default: CPU cores, max 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from agebench.atomic import check_writable_dir
     from agebench.data.manifest import load_manifest
     from agebench.data.synth_styles import STYLES
-    from agebench.data.synthetic import generate, mae_floor, parse_splits, resolve_workers
+    from agebench.data.synthetic import generate, mae_floor, parse_apparent_bias, parse_splits, resolve_workers
     from agebench.errors import UserError
 
     if args.list_styles:
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out is required (the folder to write the data set to)")
     check_writable_dir(args.out, f"--out {args.out}")
     splits = parse_splits(args.splits)
+    biases = tuple(parse_apparent_bias(text) for text in args.apparent_bias)
     start = time.perf_counter()
     manifest_path = generate(
         args.out,
@@ -74,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         style=args.style,
         splits=splits,
+        apparent_bias=biases,
     )
     elapsed = time.perf_counter() - start
     workers = resolve_workers(args.workers, args.n)

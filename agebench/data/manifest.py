@@ -17,9 +17,13 @@ from pathlib import Path, PurePosixPath
 
 from agebench.atomic import atomic_open
 from agebench.errors import UserError
-from agebench.hashing import file_sha256
+from agebench.hashing import file_sha256, split_sha256
 
 REQUIRED_COLUMNS = ("path", "age", "subject_id", "split")
+# Demographic columns carried from the manifest into predictions.csv (agebench 0.6), so the report layer can
+# break errors down by group from result files alone. gender: M / F (empty: unknown); race: as each data set
+# labels it (its protocol card says how); skin_tone: the synthetic set's dark / medium / light.
+DEMOGRAPHIC_COLUMNS = ("gender", "race", "skin_tone")
 SPLITS = ("train", "val", "test")
 MAX_AGE = 120.0
 
@@ -69,6 +73,14 @@ class Manifest:
 
     def sha256(self) -> str:
         return file_sha256(self.file)
+
+    def split_sha256(self, name: str = "test") -> str:
+        """The content key of one split (hashing.split_sha256): unchanged by new columns or row order."""
+        return split_sha256((r.path, r.age) for r in self.split(name))
+
+    @property
+    def demographic_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in DEMOGRAPHIC_COLUMNS if c in self.extra_columns)
 
 
 def _check_relative(path: str, where: str) -> None:

@@ -23,6 +23,13 @@ Identities and splits
     60% adults N(30, 7) within 16-50, 30% a long tail 42 + Exp(14) truncated at 97. Splits are subject-exclusive and
     age-stratified: subjects sorted by base age are dealt 70/10/20% to train/val/test in seeded blocks of 10.
 
+Groups with a known truth
+    Each subject's skin tone is a continuous draw t ~ U(0, 1) along the skin anchors (0 darkest); the
+    ``skin_tone`` column cuts it at its tertiles: ``dark`` t < 1/3, ``medium`` 1/3 <= t < 2/3, ``light`` t >= 2/3.
+    ``--apparent-bias skin_tone=dark:+8`` (:class:`ApparentBias`, repeatable) draws that group's age cues 8 years
+    older than its apparent age would be, by default in the test split only, and records the shifted value in
+    ``apparent_age``: a fair model then errs +8 years on that group, a planted disparity whose size is known.
+
 Nuisance, independent of age
     Background gradient and clutter, rotation (sd 5 degrees), scale (0.88-1.1) and translation (5%) jitter, a
     directional light ramp, colour cast, blur, sensor noise, and JPEG quality 70-95. Final brightness and contrast
@@ -30,8 +37,9 @@ Nuisance, independent of age
 
 Files
     ``DIR/images/<subject>/<index>.jpg``, ``DIR/manifest.csv`` (``path, age, subject_id, split, apparent_age,
-    gender`` and, with masks, ``mask``), ``DIR/synth.json`` (the parameters; marks the folder as synth output so
-    a rerun may overwrite it). With masks, ``DIR/masks/<subject>/<index>.png`` is a single-channel uint8 image of
+    gender`` (M/F, the importers' vocabulary), ``skin_tone`` and, with masks, ``mask``), ``DIR/synth.json`` (the
+    parameters; marks the folder as synth output so a rerun may overwrite it). With masks,
+    ``DIR/masks/<subject>/<index>.png`` is a single-channel uint8 image of
     the image's size whose bits flag where the age cues live (bits may overlap):
 
     ====  ============================================
@@ -66,7 +74,16 @@ import numpy as np
 from agebench.data.cache import build_cache, cache_files
 from agebench.data.manifest import format_age, write_manifest
 from agebench.data.synth_styles import DEFAULT_STYLE, Style, get_style
-from agebench.data.synthetic_faces import Face, Traits, ellipse, fill_poly, polyline, sample_traits
+from agebench.data.synthetic_faces import (
+    SKIN_TONES,
+    Face,
+    Traits,
+    ellipse,
+    fill_poly,
+    polyline,
+    sample_traits,
+    skin_tone_group,
+)
 from agebench.errors import UserError
 
 GENERATOR_VERSION = 2  # 2: age-stratified subject split
@@ -90,6 +107,54 @@ def parse_splits(text: str) -> tuple[int, int, int]:
             "(e.g. 7/1/2, the default, or 5/1/4 for a larger test split)"
         )
     return parts  # type: ignore[return-value]
+
+
+# The demographic columns a synthetic row carries, with their values (one vocabulary with the importers: M/F).
+GROUP_COLUMNS: dict[str, tuple[str, ...]] = {"gender": ("F", "M"), "skin_tone": SKIN_TONES}
+MAX_BIAS_YEARS = 50.0
+
+
+@dataclass(frozen=True)
+class ApparentBias:
+    """``--apparent-bias COLUMN=VALUE:YEARS[@SPLITS]``: that group's age cues are drawn YEARS older (negative:
+    younger) in the given splits (default test only: planted in training too, a model could learn the offset
+    back from the group's visible traits)."""
+
+    column: str
+    value: str
+    years: float
+    splits: tuple[str, ...] = ("test",)
+
+    def applies(self, row: dict[str, object]) -> bool:
+        return row.get(self.column) == self.value and row.get("split") in self.splits
+
+    def to_dict(self) -> dict[str, object]:
+        return {"column": self.column, "value": self.value, "years": self.years, "splits": list(self.splits)}
+
+
+def parse_apparent_bias(text: str) -> ApparentBias:
+    """``skin_tone=dark:+8`` or ``gender=F:-3@train,test`` -> ApparentBias; one-line UserError otherwise."""
+    flag = f"--apparent-bias {text!r}"
+    head, _, splits_text = text.partition("@")
+    group, sep, years_text = head.rpartition(":")
+    column, eq, value = group.partition("=")
+    if not (sep and eq and column and value and years_text):
+        raise UserError(f"{flag}: expected COLUMN=VALUE:YEARS[@SPLITS], e.g. skin_tone=dark:+8")
+    if column not in GROUP_COLUMNS:
+        raise UserError(f"{flag}: unknown column {column!r}; expected one of {', '.join(GROUP_COLUMNS)}")
+    if value not in GROUP_COLUMNS[column]:
+        raise UserError(f"{flag}: unknown {column} {value!r}; expected one of {', '.join(GROUP_COLUMNS[column])}")
+    try:
+        years = float(years_text)
+    except ValueError:
+        raise UserError(f"{flag}: YEARS {years_text!r} is not a number") from None
+    if not (math.isfinite(years) and abs(years) <= MAX_BIAS_YEARS):
+        raise UserError(f"{flag}: YEARS must be within -{MAX_BIAS_YEARS:g}..{MAX_BIAS_YEARS:g}")
+    splits = tuple(s.strip() for s in splits_text.split(",")) if splits_text else ("test",)
+    bad = [s for s in splits if s not in SPLIT_SHARES]
+    if bad or not splits:
+        raise UserError(f"{flag}: unknown split(s) {', '.join(bad) or '(none)'}; expected train, val, test")
+    return ApparentBias(column, value, years, splits)
 
 
 _PLAN, _SUBJECT, _IMAGE = 0, 1, 2  # independent random streams per seed
@@ -155,8 +220,12 @@ def plan(
     masks: bool,
     style: Style | None = None,
     splits: tuple[int, int, int] = DEFAULT_SPLITS,
+    biases: tuple[ApparentBias, ...] = (),
 ) -> tuple[list[dict[str, object]], list[ImageJob]]:
-    """Manifest rows and render jobs, in index order. Cheap: no pixels are drawn here."""
+    """Manifest rows and render jobs, in index order. Cheap: no pixels are drawn here.
+
+    ``biases`` shift the apparent age of matching rows after the noise is drawn (clipped to 0..100 as ever): the
+    random streams are unchanged, so every other image is byte-identical to the unbiased set's."""
     style = style or get_style(DEFAULT_STYLE)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN,)))
     per_subject: list[int] = []
@@ -176,7 +245,7 @@ def plan(
         sid = f"syn{subject:05d}"
         for _ in range(k):
             age = round(float(np.clip(base + rng.normal(0, spread), style.min_age, MAX_AGE)), 1)
-            apparent = round(float(np.clip(age + rng.normal(0, noise_sigma), 0, MAX_AGE)), 4)
+            noisy = age + rng.normal(0, noise_sigma)
             index = len(rows)
             path = f"images/{sid}/{index:06d}.jpg"
             mask_path = f"masks/{sid}/{index:06d}.png" if masks else None
@@ -185,11 +254,15 @@ def plan(
                 "age": age,
                 "subject_id": sid,
                 "split": split,
-                "apparent_age": format_age(apparent),
-                "gender": traits.gender,
+                "apparent_age": "",
+                "gender": traits.gender.upper(),
+                "skin_tone": skin_tone_group(traits.tone),
             }
             if masks:
                 row["mask"] = mask_path
+            noisy += sum(b.years for b in biases if b.applies(row))
+            apparent = round(float(np.clip(noisy, 0, MAX_AGE)), 4)
+            row["apparent_age"] = format_age(apparent)
             rows.append(row)
             jobs.append(ImageJob(index, path, mask_path, traits, apparent, size, seed, style))
     return rows, jobs
@@ -374,6 +447,7 @@ def generate(
     cache_size: int | None = None,
     style: str = DEFAULT_STYLE,
     splits: tuple[int, int, int] = DEFAULT_SPLITS,
+    apparent_bias: tuple[ApparentBias, ...] = (),
 ) -> Path:
     """Write the data set under `out` and return its manifest path; see the module docstring for the contract.
 
@@ -400,8 +474,10 @@ def generate(
     }
     if tuple(splits) != DEFAULT_SPLITS:  # recorded only when set, so the default folder is unchanged
         params["splits"] = list(splits)
+    if apparent_bias:  # likewise only when set
+        params["apparent_bias"] = [b.to_dict() for b in apparent_bias]
     (out / MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
-    rows, jobs = plan(n, seed, size, noise_sigma, masks, chosen, tuple(splits))
+    rows, jobs = plan(n, seed, size, noise_sigma, masks, chosen, tuple(splits), tuple(apparent_bias))
     _run(jobs, out, resolve_workers(workers, n), progress)
     manifest = write_manifest(rows, out / MANIFEST)
     if cache_size:

@@ -52,6 +52,7 @@ class Traits:
     baldness: float  # 0 keeps the hair, 1 loses the crown with age
     beard: float  # 0 none; otherwise density of adult facial hair
     freckles: int
+    tone: float = 0.5  # skin tone in [0, 1]: 0 the darkest anchor, 1 the lightest (the draw behind ``skin``)
 
 
 def _bgr(rgb: np.ndarray) -> tuple[float, float, float]:
@@ -68,7 +69,8 @@ def _between(anchors: np.ndarray, t: float) -> np.ndarray:
 def sample_traits(rng: np.random.Generator) -> Traits:
     """Draw one identity. Skin and hair luminance are uniform and age-blind, so brightness says nothing of age."""
     gender = "f" if rng.random() < 0.5 else "m"
-    skin = _between(_SKIN, rng.random()) + rng.normal(0, 6, 3)
+    tone = float(rng.random())
+    skin = _between(_SKIN, tone) + rng.normal(0, 6, 3)
     hair = _HAIR[rng.integers(len(_HAIR))] * rng.uniform(0.8, 1.2) + rng.normal(0, 8, 3)
     style = int(rng.choice(3, p=[0.08, 0.3, 0.62] if gender == "f" else [0.72, 0.22, 0.06]))
     return Traits(
@@ -93,7 +95,17 @@ def sample_traits(rng: np.random.Generator) -> Traits:
         baldness=float(rng.random() ** 2 if gender == "m" else rng.uniform(0, 0.2)),
         beard=float(rng.uniform(0.3, 1.0)) if gender == "m" and rng.random() < 0.4 else 0.0,
         freckles=int(rng.integers(8, 25)) if rng.random() < 0.15 else 0,
+        tone=tone,
     )
+
+
+# skin_tone groups: the tone is uniform on [0, 1], so its tertiles are 1/3 and 2/3 (darkest third first).
+SKIN_TONES = ("dark", "medium", "light")
+
+
+def skin_tone_group(tone: float) -> str:
+    """``dark`` below the tone's first tertile (1/3), ``light`` from the second (2/3), else ``medium``."""
+    return SKIN_TONES[min(2, int(tone * 3))]
 
 
 def _ramp(a: float, start: float, span: float) -> float:

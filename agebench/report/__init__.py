@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agebench.atomic import write_text
 from agebench.errors import UserError
+from agebench.report import assurance
 from agebench.report import matrix as cross
 from agebench.report.folds import load_cells
 from agebench.report.leaderboard import Row, build_rows, to_csv
@@ -48,26 +49,44 @@ class Built:
     matrices: list[cross.Matrix] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     text: str | None = None
+    assurance: list[dict] = field(default_factory=list)  # one age-assurance record per measured row
 
 
-def _markdown(rows: list[Row], cells: list[Cell], analysis: Analysis, matrices: list[cross.Matrix], cd_link=None):
+def _markdown(
+    rows: list[Row],
+    cells: list[Cell],
+    analysis: Analysis,
+    matrices: list[cross.Matrix],
+    cd_link=None,
+    records: list[dict] | None = None,
+    plots_dir: str | None = None,
+):
     text = to_markdown(rows, cells, analysis, cd_link)
-    return text + ("\n" + cross.to_markdown(matrices) if matrices else "")
+    text += "\n" + cross.to_markdown(matrices) if matrices else ""
+    section = assurance.summary_markdown(records or [], plots_dir)
+    return text + ("\n" + "\n".join(section) if section else "")
 
 
 def _render(
-    fmt: str, rows: list[Row], cells: list[Cell], analysis: Analysis, base: Path, matrices: list[cross.Matrix]
+    fmt: str,
+    rows: list[Row],
+    cells: list[Cell],
+    analysis: Analysis,
+    base: Path,
+    matrices: list[cross.Matrix],
+    records: list[dict] | None = None,
 ) -> str:
     if fmt == "md":
-        return _markdown(rows, cells, analysis, matrices)
+        return _markdown(rows, cells, analysis, matrices, records=records)
     if fmt == "csv":
         return to_csv(rows)
     if fmt == "json":
-        return to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None)
+        return to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None, records)
     from agebench.report.html import render_html
     from agebench.report.plots import render_plots
 
-    return render_html(rows, cells, render_plots(rows, analysis), base, analysis, matrices)
+    section = assurance.html_section(records or [], assurance.render_plots(records or []))
+    return render_html(rows, cells, render_plots(rows, analysis), base, analysis, matrices, section)
 
 
 def _matrix_files(matrices: list[cross.Matrix]) -> list[tuple[str, str]]:
@@ -148,6 +167,11 @@ def _build(
     rows = build_rows(cells, reference=reference)
     analysis = analyse(rows, stats)
     built = Built(rows=rows, cells=cells, analysis=analysis, matrices=cross.build_matrices(rows, stats))
+    if not matrix and fmt != "csv":
+        cfg = analysis.config
+        boot = assurance.A.Boot(cfg.n_resamples, cfg.level, cfg.seed)
+        built.assurance = assurance.assess(rows, assurance.Settings(boot=boot))
+    records = built.assurance
     if matrix and fmt == "all":
         assert target is not None
         for name, text in _matrix_files(built.matrices):
@@ -159,7 +183,7 @@ def _build(
             text = _render_matrix(fmt, built.matrices)
         else:
             base = target.parent if target is not None else Path.cwd()
-            text = _render(fmt, rows, cells, analysis, base, built.matrices)
+            text = _render(fmt, rows, cells, analysis, base, built.matrices, records)
         if target is None:
             built.text = text
         else:
@@ -172,14 +196,16 @@ def _build(
 
     assert target is not None
     pngs = render_plots(rows, analysis)
+    assurance_pngs = assurance.render_plots(records)
     cd_link = "plots/cd_diagram.png" if "cd_diagram" in pngs else None
     matrices = built.matrices
+    section = assurance.html_section(records, assurance_pngs)
     files = [
-        ("leaderboard.md", _markdown(rows, cells, analysis, matrices, cd_link)),
+        ("leaderboard.md", _markdown(rows, cells, analysis, matrices, cd_link, records, "plots")),
         ("leaderboard.csv", to_csv(rows)),
         ("pairwise.csv", pairs_csv(analysis)),
-        ("leaderboard.json", to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None)),
-        ("leaderboard.html", render_html(rows, cells, pngs, target, analysis, matrices)),
+        ("leaderboard.json", to_json(rows, cells, analysis, cross.to_dict(matrices) if matrices else None, records)),
+        ("leaderboard.html", render_html(rows, cells, pngs, target, analysis, matrices, section)),
     ]
     if matrices:
         files += _matrix_files(matrices)
@@ -187,5 +213,5 @@ def _build(
         path = target / name
         write_text(path, text)
         built.written.append(path)
-    built.written += write_plots(pngs, target / "plots")
+    built.written += write_plots({**pngs, **assurance_pngs}, target / "plots")
     return built

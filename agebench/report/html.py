@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -435,8 +436,10 @@ def render_html(
     base: str | Path,
     analysis: Analysis | None = None,
     matrices: list[Matrix] | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
-    """The page as text; ``base`` is the folder the page will live in (report links are relative to it)."""
+    """The page as text; ``base`` is the folder the page will live in (report links are relative to it).
+    ``sections``: HTML of further sections (e.g. agebench.report.assurance's), placed before the plots."""
     base = Path(base).resolve()
     parts = [
         "<!DOCTYPE html>",
@@ -484,6 +487,7 @@ def render_html(
         parts += _statistics(analysis, pngs)
     if matrices:
         parts += _cross(matrices)
+    parts += list(sections)
     parts.append("<h2>Plots</h2>")
     if not pngs:
         parts.append("<p>No successful result cell: nothing to plot.</p>")

@@ -8,7 +8,6 @@ cell with a one-line reason, so a broken run shows up in the table instead of si
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import re
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from agebench.hashing import split_sha256
 
 SCHEMA_VERSION = 1
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -57,10 +58,7 @@ class Predictions:
         Two cells can be paired or pooled exactly when their keys are equal. It ignores the manifest file's bytes,
         so adding a column to a manifest (or receiving the same split from another lab) keeps cells comparable.
         """
-        digest = hashlib.sha256()
-        for path, age in sorted(zip(self.paths, (f"{a:.3f}" for a in self.ages), strict=True)):
-            digest.update(f"{path}\t{age}\n".encode())
-        return digest.hexdigest()
+        return split_sha256(zip(self.paths, self.ages.tolist(), strict=True))
 
 
 @dataclass(frozen=True)

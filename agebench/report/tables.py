@@ -112,9 +112,14 @@ def ablations(rows: list[Row], analysis: Analysis | None) -> list[Ablation]:
 
 
 def to_json(
-    rows: list[Row], cells: list[Cell], analysis: Analysis | None = None, cross: dict[str, Any] | None = None
+    rows: list[Row],
+    cells: list[Cell],
+    analysis: Analysis | None = None,
+    cross: dict[str, Any] | None = None,
+    assurance: list[dict[str, Any]] | None = None,
 ) -> str:
-    """``cross``: the cross-dataset matrices (agebench.report.matrix.to_dict), when any cell has them."""
+    """``cross``: the cross-dataset matrices (agebench.report.matrix.to_dict), when any cell has them;
+    ``assurance``: the rows' age-assurance records (agebench.report.assurance), key absent when not given."""
     doc = {
         "format": "agebench-leaderboard",
         "format_version": FORMAT_VERSION,
@@ -127,6 +132,8 @@ def to_json(
         "unpooled": unpooled(cells),
         "cells": [cell_record(c) for c in cells],
     }
+    if assurance is not None:
+        doc["assurance"] = assurance
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -20,6 +20,13 @@ from types import ModuleType
 from agebench.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# One gender vocabulary in every manifest (agebench 0.6, issue 22): M / F, empty where unknown.
+_GENDER_WORDS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+
+
+def normalize_gender(text: str | None) -> str:
+    """``male``, ``m``, ``M`` -> ``M``; ``female``, ``f``, ``F`` -> ``F``; anything else (or nothing) -> empty."""
+    return _GENDER_WORDS.get((text or "").strip().lower(), "")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ handled here: the CSV names the original picture (``000000.jpg``) while we read 
 beside it (``000000.jpg_face.jpg``: rotated, 40 % margin; no detector needed); the split folder is ``valid``
 (our ``val``); the apparent age is a mean of ~38 ratings (``apparent_age_avg``, fractional) kept with its
 ``apparent_age_std`` and ``num_ratings``. ``--target apparent`` (default) or ``real`` chooses the label; the
-other is kept as a column. APPA-REAL has no identity labels. The per-rating ``gt_*.csv`` and
-``allcategories_*.csv`` files are not needed. CLAP2016 (clap2016.py) is the same family read by the same code.
+other is kept as a column. APPA-REAL has no identity labels. ``allcategories_{split}.csv`` (``file, gender, race,
+...``), where present, gives ``gender`` (male/female -> M/F) and ``race`` (as the archive labels it: caucasian,
+afroamerican, asian); without it the columns are empty. The per-rating ``gt_*.csv`` files are not needed.
+CLAP2016 (clap2016.py) is the same family read by the same code.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agebench.data.sources import RawRecord, SourceScan, find_shallowest
+from agebench.data.sources import RawRecord, SourceScan, find_shallowest, normalize_gender
 from agebench.errors import UserError
 
 NAME = "appa-real"
@@ -39,6 +41,7 @@ class Family:
     targets: dict[str, str]
     default_detector: str
     note: str
+    categories_name: str | None = None  # with {split}: per-image demographic categories, read where present
 
 
 APPA_REAL = Family(
@@ -55,7 +58,26 @@ APPA_REAL = Family(
     targets=TARGETS,
     default_detector=DEFAULT_DETECTOR,
     note="APPA-REAL has no identity labels: the official split cannot be checked for subject leaks",
+    categories_name="allcategories_{split}.csv",
 )
+
+
+def _categories(csv_file: Path) -> dict[str, dict[str, str]]:
+    """file name -> {"gender": M/F or "", "race": the archive's label}; empty where the file is absent."""
+    if not csv_file.is_file():
+        return {}
+    with open(csv_file, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
+        if "file" not in reader.fieldnames:
+            raise UserError(f"{csv_file}: missing column file; expected file, gender, race, ...")
+        return {
+            (row.get("file") or "").strip(): {
+                "gender": normalize_gender(row.get("gender")),
+                "race": (row.get("race") or "").strip().lower(),
+            }
+            for row in reader
+        }
 
 
 def _number(text: str | None) -> float | None:
@@ -81,6 +103,7 @@ def scan_family(root: Path, family: Family, target: str) -> SourceScan:
         csv_file = base / family.csv_name.format(split=split)
         if not csv_file.is_file():
             raise UserError(f"{csv_file}: not found (the {split} split of {family.name})")
+        categories = _categories(base / family.categories_name.format(split=split)) if family.categories_name else {}
         with open(csv_file, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in reader.fieldnames or []]
@@ -97,6 +120,8 @@ def scan_family(root: Path, family: Family, target: str) -> SourceScan:
                     skipped.append({"path": f"{split}/{name}", "reason": f"{where}: {image.name} not found"})
                     continue
                 extra = {ours_col: (row[col] or "").strip() for col, ours_col in family.columns.items()}
+                if family.categories_name:
+                    extra.update(categories.get(name, {"gender": "", "race": ""}))
                 age = _number(extra.get(label))
                 if age is None:
                     why = f"{label} {extra.get(label)!r} is not an age 0-120"

@@ -17,7 +17,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from agebench.data.faces import box_quad
-from agebench.data.sources import RawRecord, SourceScan, find_shallowest
+from agebench.data.sources import RawRecord, SourceScan, find_shallowest, normalize_gender
 from agebench.errors import UserError
 
 NAME = "imdb-clean"
@@ -97,7 +97,7 @@ def scan(root: Path) -> SourceScan:
                         path=rel,
                         age=age,
                         subject_id=person.group(1) if person else "",
-                        extra={"gender": (row.get("gender") or "").strip()},
+                        extra={"gender": normalize_gender(row.get("gender"))},
                         official_split=ours,
                         crop=box,
                     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path, PurePosixPath
 
-from agebench.data.sources import RawRecord, SourceScan
+from agebench.data.sources import RawRecord, SourceScan, normalize_gender
 from agebench.errors import UserError
 
 NAME = "morph2"
@@ -69,7 +69,7 @@ def scan(root: Path) -> SourceScan:
                 skipped.append({"path": rel, "reason": f"{where}: listed twice"})
                 continue
             seen.add(rel)
-            extra = {"gender": (row.get("gender") or "").strip(), "race": (row.get("race") or "").strip()}
+            extra = {"gender": normalize_gender(row.get("gender")), "race": (row.get("race") or "").strip()}
             records.append(RawRecord(path=rel, age=age, subject_id=subject.lstrip("0") or "0", extra=extra))
     if not records:
         raise UserError(f"{csv_file}: none of its photos were found under {root} (photo paths are relative to it)")
