@@ -11,7 +11,7 @@ RESULTS ?= results
 EXPLAIN_N ?= 128
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser test test-all lint format bench bench-cross synth synth-bench clean
+.PHONY: help install browser test test-all test-cluster lint format bench bench-cross synth synth-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,10 +38,17 @@ else
 endif
 
 test: ## run the default test suite (excludes tests marked slow)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not cluster" -q
 
-test-all: ## run every test, slow ones included
-	$(BIN)/python -m pytest -q
+test-all: ## run every test, slow ones included (cluster ones: make test-cluster)
+	$(BIN)/python -m pytest -m "not cluster" -q
+
+CLUSTER_TMP ?= /tmp/agebench-test-cluster
+test-cluster: ## private SLURM cluster: the bench array, requeue, a failing cell, two torchrun nodes; then the paper dry run
+	rm -rf $(CLUSTER_TMP)
+	$(BIN)/python -m pytest -m cluster tests/test_cluster.py -q --basetemp=$(CLUSTER_TMP)
+	@if pgrep -af -- '[/]$(patsubst /%,%,$(CLUSTER_TMP))' | grep -E 'slurmctld|slurmd|munged'; then \
+		echo "test-cluster: the test cluster's daemons are still running (above)" >&2; exit 1; fi
 
 lint: ## ruff check and format check; lint-imports: the module layers of pyproject's [tool.importlinter]
 	$(BIN)/ruff check agebench tests scripts

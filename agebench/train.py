@@ -8,6 +8,8 @@ A rerun with the same ``out_dir`` resumes from checkpoints/last.ckpt.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError, require_package
 from agebench.evaluate import attach_records, metrics_from_predictions, predict, read_predictions, write_predictions
+from agebench.launch import is_launch_rank_zero, slurm_job_id
 from agebench.models.registry import regime_record
 from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
 
@@ -33,8 +36,12 @@ class EpochSeed(pl.Callback):
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self.first = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.first and trainer.current_epoch > 0:
+            print(f"agebench: resumed: training from epoch {trainer.current_epoch} (0-based)", flush=True)
+        self.first = False
         pl.seed_everything(self.seed * 10_007 + trainer.current_epoch, workers=True, verbose=False)
 
 
@@ -56,6 +63,46 @@ class TrainThroughput(pl.Callback):
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds else None
+
+
+class SlurmRequeue(pl.Callback):
+    """Under SLURM the signal a time limit sends (sbatch ``--signal=USR1@90``, or ``scancel --signal=USR1``) requeues
+    the job; the rerun resumes from checkpoints/last.ckpt, written at the end of the last finished epoch, and redoes
+    the interrupted epoch from its first batch.
+
+    Why not Lightning's mid-epoch HPC checkpoint: the shuffled order of the training loader is not in it, so a run
+    resumed from the middle of an epoch would not see the batches the uninterrupted run sees, and its results would
+    differ. An epoch-end resume is exact (the sampler and the RNGs are seeded per epoch: :class:`EpochSeed` and the
+    DataModule) at the price of redoing up to one epoch. Lightning's own handler is switched off
+    (``SLURMEnvironment(auto_requeue=False)``), so no hpc_ckpt_*.ckpt is written. The handler stays installed
+    after training: a signal during evaluation requeues as well, and the rerun only evaluates."""
+
+    def __init__(self, signum: int = signal.SIGUSR1) -> None:
+        self.signum = signum
+        self.trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+        signal.signal(self.signum, self._requeue)
+
+    def _requeue(self, signum: int, frame: Any) -> None:
+        trainer, job = self.trainer, slurm_job_id()
+        epoch = trainer.current_epoch if trainer is not None else 0
+        where = (
+            f"epoch {epoch}, step {trainer.global_step}" if trainer is not None and trainer.training else "evaluation"
+        )
+        print(
+            f"agebench: {signal.Signals(signum).name} received during {where}: requeueing SLURM job {job}; "
+            f"the rerun resumes from checkpoints/last.ckpt ({epoch} finished epoch(s)) and redoes epoch {epoch}",
+            flush=True,
+        )
+        if not is_launch_rank_zero() or job is None:
+            return
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if result.returncode == 0:
+            print(f"agebench: requeued SLURM job {job}", flush=True)
+        else:
+            print(f"agebench: scontrol requeue {job} failed: {result.stderr.strip()}", flush=True)
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -209,11 +256,9 @@ def _warn_cpu_precision(kwargs: dict[str, Any]) -> None:
         )
 
 
-def _resume_path(out_dir: Path, last: Path) -> str | None:
-    """Under SLURM, a requeue checkpoint (hpc_ckpt_N.ckpt, saved by Lightning on SIGUSR1) wins: passing None
-    lets Lightning pick it up. Otherwise resume from our per-epoch last.ckpt when there is one."""
-    if SLURMEnvironment.detect() and any(out_dir.glob("hpc_ckpt_*.ckpt")):
-        return None
+def _resume_path(last: Path) -> str | None:
+    """Resume from our per-epoch last.ckpt when there is one. Lightning's mid-epoch HPC checkpoints are never
+    written (see :class:`SlurmRequeue`), so there is nothing else to pick up."""
     return str(last) if last.is_file() else None
 
 
@@ -261,21 +306,26 @@ def fit(
     kwargs = trainer_kwargs(cfg)
     _warn_cpu_precision(kwargs)
     _set_cpu_threads(kwargs, cfg.data.num_workers)
+    on_slurm = [SlurmRequeue()] if SLURMEnvironment.detect() else []
     try:
         trainer = pl.Trainer(
             **kwargs,
             default_root_dir=str(out_dir),
             logger=build_logger(cfg, out_dir),
-            callbacks=[best, EpochSeed(cfg.seed), throughput],
+            callbacks=[best, EpochSeed(cfg.seed), throughput, *on_slurm],
             enable_model_summary=False,
+            **({"plugins": [SLURMEnvironment(auto_requeue=False)]} if on_slurm else {}),
         )
     except (ValueError, TypeError, MisconfigurationException) as err:  # a Trainer argument Lightning rejects
         raise UserError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(resolved, out_dir / "config.yaml")
+    if is_launch_rank_zero():  # the other ranks write nothing: on two hosts they may not share a file system
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(resolved, out_dir / "config.yaml")
     last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        print(f"agebench: resuming from {last} (the end of its last finished epoch)", flush=True)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(out_dir, last))
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(last))
     train_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}

@@ -21,19 +21,11 @@ from typing import Any
 from agebench import atomic
 from agebench.bench.targets import target_settings_hash
 from agebench.errors import UserError
+from agebench.launch import is_launch_rank_zero
 
 SCHEMA_VERSION = 1
 EXIT_FAILED, EXIT_BUSY = 3, 4
 LOCK_HELD_ENV = "AGEBENCH_CELL_LOCK_HELD"  # set by the runner for the cell process it starts
-
-
-def is_launch_rank_zero() -> bool:
-    """True in the process that owns the cell's files: global rank 0 under torchrun, srun or Lightning's launcher."""
-    env = os.environ
-    for key in ("RANK", "SLURM_PROCID"):
-        if key in env:
-            return int(env[key]) == 0
-    return int(env.get("LOCAL_RANK", 0)) == 0 and int(env.get("NODE_RANK", 0)) == 0
 
 
 def lock_file(cell_dir: Path) -> Path:

@@ -136,12 +136,20 @@ def list_cells(
 
 
 def run_one_cell(
-    config: str | os.PathLike[str], results: str | os.PathLike[str], which: str, overrides: list[str] | None = None
+    config: str | os.PathLike[str],
+    results: str | os.PathLike[str],
+    which: str,
+    overrides: list[str] | None = None,
+    *,
+    prepare: bool = False,
 ) -> int:
     """Run cell ``which`` (an index or a dataset/model/seedK key) in this process.
 
     This is the form for launchers that start every rank themselves (torchrun, srun): all ranks run the
     same command, rank 0 writes the results. It never deletes anything, so ranks cannot race on files.
+    ``prepare``: run nothing; do, in this one process, what the runner does before it starts a cell (remove a
+    failed or stale run so that it is redone from scratch; keep a resumable one) and say what the launch will do.
+    A job script calls it once before it starts the ranks (experiments/cluster/slurm_array.sbatch).
     """
     from agebench.bench.cell import run_cell
 
@@ -159,6 +167,8 @@ def run_one_cell(
         )
     cell_dir = Path(cell.fit["out_dir"])
     state = cell_state(cell, cell_dir)
+    if prepare:
+        return prepare_cell(cell, cell_dir, state)
     if state == "done":
         print(f"{cell.key}: already finished ({cell_dir / 'metrics.json'})")
         return 0
@@ -168,6 +178,26 @@ def run_one_cell(
             "--force) before running this cell alone"
         )
     return run_cell(cell_dir, cell_spec(cell))
+
+
+def prepare_cell(cell: Cell, cell_dir: Path, state: str) -> int:
+    """``--cell K --prepare``: reset a failed or stale cell (under its lock), print what the launch will do."""
+    if state in ("stale", "failed"):
+        lock = lock_cell(cell_dir)
+        if lock is None:
+            raise UserError(f"{cell.key}: another agebench process is running this cell")
+        with lock:
+            shutil.rmtree(cell_dir, ignore_errors=True)
+        print(f"{cell.key}: held a {state} run, removed; it runs from scratch")
+    else:
+        says = {
+            "done": "finished; the launch will do nothing",
+            "cross": "finished; the launch predicts its new cross-dataset target(s)",
+            "resume": "interrupted earlier; the launch resumes it from its last checkpoint",
+            "new": "new; the launch runs it",
+        }
+        print(f"{cell.key}: {says[state]}")
+    return 0
 
 
 def run_bench(
