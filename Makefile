@@ -11,7 +11,7 @@ RESULTS ?= results
 EXPLAIN_N ?= 128
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser test test-all test-cluster lint format bench bench-cross synth synth-bench clean
+.PHONY: help install browser test test-all test-cluster lint format bench bench-cross bench-assurance synth synth-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeX
 	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n $(EXPLAIN_N) --out $(RESULTS)/explain
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
+bench-assurance: synth-bench ## planted disparity: bench's convnext-atto on the bench set and on it with dark skin drawn 8 years older (test only) -> $(RESULTS)-assurance/
+	@test -f data/synth-bench-dark8/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-bench-dark8 --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64 --apparent-bias skin_tone=dark:+8
+	$(BIN)/agebench bench --config experiments/assurance.yaml --out $(RESULTS)-assurance
+	$(BIN)/agebench assurance $(RESULTS)-assurance --thresholds 13,16,18,21,25
+	$(BIN)/agebench leaderboard $(RESULTS)-assurance --format all --out $(RESULTS)-assurance
+
 CROSS_N ?= 2500
 bench-cross: ## cross-dataset matrix on two synthetic styles (studio, snapshot): train on each, test on both -> $(RESULTS)-cross/
 	@test -f data/synth-studio/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-studio --style studio --n $(CROSS_N) --seed 1 --size 64 --cache-size 64
@@ -78,4 +84,4 @@ bench-cross: ## cross-dataset matrix on two synthetic styles (studio, snapshot):
 	$(BIN)/agebench leaderboard $(RESULTS)-cross --format all --out $(RESULTS)-cross
 
 clean: ## remove generated data, runs and results (keeps .venv)
-	rm -rf data/synth data/synth-bench data/synth-studio data/synth-snapshot runs results results-cross lightning_logs
+	rm -rf data/synth data/synth-bench data/synth-bench-dark8 data/synth-studio data/synth-snapshot runs results results-cross results-assurance lightning_logs
