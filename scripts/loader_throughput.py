@@ -11,9 +11,11 @@ its first cell's resolved data section: 224 px, per-device batch 32, the default
 JPEG decode + RandomResizedCrop + flip + colour jitter + normalise to float32 (``data.use_cache=false``), and the
 same transform on rows of a uint8 crop cache (``data.use_cache=true``, built at ``--cache-size``, 256 as the
 paper's ``agebench prepare --cache-size 256``). For each worker count of ``--worker-counts`` it prints images/s,
-images/s per worker and the workers (one core each: OpenCV and torch run one thread per worker) that
-1,000 and 3,000 images/s need, as a markdown table. Each epoch's rate is timed from its first batch, so it is
-the steady state, not the workers' start; a warm-up epoch runs first.
+images/s per worker, the workers (one core each: OpenCV and torch run one thread per worker) that 1,000 and
+3,000 images/s need (target / per-worker rate, rounded up), and the CPU milliseconds per image of the workers
+and of the main process, as a markdown table. Each epoch's rate is timed from its first batch, so it is the
+steady state, not the workers' start; a warm-up epoch runs first. On a machine shared with other jobs the wall
+rates are lower bounds; the CPU time per image is what a core of one's own would spend (1000 / ms = img/s).
 
 Both loaders are a plain torch DataLoader over a tiny Dataset (no augmentation, no DataModule) that yields
 uint8 [3, size, size] tensors of the same crops: one decodes the JPEG (cv2) and warps the centre square to
@@ -30,6 +32,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -131,8 +134,16 @@ def paper_data_config(config: str, manifest: Path, root: Path, out: Path) -> Fit
     return fit
 
 
-def training_rate(fit: FitConfig, workers: int, use_cache: bool, epochs: int) -> float:
-    """Images per second of ``train_dataloader()`` (steady state: each epoch timed from its first batch)."""
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def training_rate(fit: FitConfig, workers: int, use_cache: bool, epochs: int) -> dict[str, float]:
+    """``train_dataloader()``'s images/s (steady state: each epoch timed from its first batch) and its CPU cost:
+    the loader workers' CPU milliseconds per image (ended, reaped children: the loader is not persistent) and
+    the main process's (receiving the batches), over whole epochs. Wall rates fall when other jobs share the
+    cores; CPU time per image much less."""
     from agebench.train import build_datamodule
 
     fit = copy.deepcopy(fit)
@@ -141,19 +152,30 @@ def training_rate(fit: FitConfig, workers: int, use_cache: bool, epochs: int) ->
     dm.setup("fit")
     if use_cache and dm.datasets["train"].cache is None:
         raise SystemExit(f"{fit.data.manifest}: no usable crop cache at {fit.data.img_size} px")
-    rates = []
+    rates, images, worker_cpu, main_cpu = [], 0, 0.0, 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms up (page cache, first imports in the workers)
+        children, main = _cpu_seconds(resource.RUSAGE_CHILDREN), _cpu_seconds(resource.RUSAGE_SELF)
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
-        start, seen = None, 0
+        start, seen, total = None, 0, 0
         for batch in loader:
+            total += len(batch["index"])
             if start is None:
                 start = time.perf_counter()
             else:
                 seen += len(batch["index"])
+        elapsed = time.perf_counter() - start if start is not None else 0.0
+        del loader  # its workers have exited and been joined: their CPU time is in RUSAGE_CHILDREN
         if epoch and seen:
-            rates.append(seen / (time.perf_counter() - start))
-    return sum(rates) / len(rates)
+            rates.append(seen / elapsed)
+            images += total
+            worker_cpu += _cpu_seconds(resource.RUSAGE_CHILDREN) - children
+            main_cpu += _cpu_seconds(resource.RUSAGE_SELF) - main
+    return {
+        "images_per_second": sum(rates) / len(rates),
+        "worker_cpu_ms": 1000 * worker_cpu / images,
+        "main_cpu_ms": 1000 * main_cpu / images,
+    }
 
 
 def train_main(args: argparse.Namespace, tmp: Path) -> int:
@@ -187,23 +209,23 @@ def train_main(args: argparse.Namespace, tmp: Path) -> int:
         f"{os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}"
     )
     names = {False: f"JPEG decode + augment -> {size} px", True: f"uint8 cache {cache_size} px + augment -> {size} px"}
-    head = "| loader | workers | img/s | img/s per worker | workers for 1,000 img/s | workers for 3,000 img/s |"
-    lines, figures = [head, "|---|---:|---:|---:|---:|---:|"], []
+    head = (
+        "| loader | workers | img/s | img/s per worker | workers for 1,000 img/s | workers for 3,000 img/s "
+        "| worker CPU ms/img | main process CPU ms/img |"
+    )
+    lines, figures = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"], []
     for use_cache in (False, True):
         for workers in args.worker_counts:
-            rate = training_rate(fit, workers, use_cache, args.epochs)
+            measured = training_rate(fit, workers, use_cache, args.epochs)
+            rate = measured["images_per_second"]
             per = rate / workers
             need = {target: math.ceil(target / per) for target in (1000, 3000)}
-            lines.append(f"| {names[use_cache]} | {workers} | {rate:,.0f} | {per:,.0f} | {need[1000]} | {need[3000]} |")
-            figures.append(
-                {
-                    "loader": "cache" if use_cache else "jpeg",
-                    "workers": workers,
-                    "images_per_second": rate,
-                    "per_worker": per,
-                    "workers_for": need,
-                }  # fmt: skip
+            lines.append(
+                f"| {names[use_cache]} | {workers} | {rate:,.0f} | {per:,.0f} | {need[1000]} | {need[3000]} | "
+                f"{measured['worker_cpu_ms']:.2f} | {measured['main_cpu_ms']:.2f} |"
             )
+            row = {"loader": "cache" if use_cache else "jpeg", "workers": workers, **measured, "per_worker": per}
+            figures.append({**row, "workers_for": need})
     print("\n".join(lines))
     if args.json:
         settings = {"img_size": size, "cache_size": cache_size, "batch_size": fit.data.batch_size, "images": n}

@@ -53,7 +53,8 @@ def test_loader_throughput_training_mode_prints_the_workers_table(tmp_path, monk
     figures = json.loads(out.read_text())
     assert (figures["img_size"], figures["cache_size"], figures["batch_size"], figures["images"]) == (32, 40, 4, 12)
     for row, printed_row in zip(figures["rows"], table, strict=True):
-        assert row["images_per_second"] > 0
+        assert row["images_per_second"] > 0 and row["worker_cpu_ms"] > 0 and row["main_cpu_ms"] >= 0
+        assert float(printed_row[6]) == pytest.approx(row["worker_cpu_ms"], abs=0.006)
         assert row["per_worker"] == pytest.approx(row["images_per_second"] / row["workers"])
         need = {int(k): v for k, v in row["workers_for"].items()}
         assert need == {1000: math.ceil(1000 / row["per_worker"]), 3000: math.ceil(3000 / row["per_worker"])}
