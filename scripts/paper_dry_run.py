@@ -52,7 +52,7 @@ def bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
 def choose_precision(requested: str, flags: list[str]) -> tuple[str, str]:
     """(precision, why): bf16-mixed as on a GPU node where the CPU runs bf16 natively, else 32-true."""
     if requested != "auto":
-        return requested, "as asked (--precision)"
+        return requested, "asked for with --precision"
     if flags:
         return (
             "bf16-mixed",
