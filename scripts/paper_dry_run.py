@@ -138,8 +138,15 @@ def check_cell(cell_dir: Path, expected: str | None, n_test: int, nproc: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("results/paper-dry"), help="results folder")
-    p.add_argument("--data", type=Path, default=Path("data/synth-dry"), help="the tiny synthetic set (made if missing)")
+    p.add_argument(
+        "--out", type=Path, default=Path("results/paper-dry"), help="results folder (relative: to the repository root)"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/synth-dry"),
+        help="the tiny synthetic set, made if missing (relative: to the repository root)",
+    )
     p.add_argument("--nproc", type=int, default=2, help="gloo processes per cell (default 2)")
     p.add_argument("--precision", default="auto", help="auto (bf16-mixed where the CPU has bf16, else 32-true)")
     args = p.parse_args(argv)
