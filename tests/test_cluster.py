@@ -247,6 +247,53 @@ def test_a_failing_cell_under_slurm_is_failed_and_the_next_submission_resumes_it
     assert "interrupted earlier; the launch resumes it" in text and "resuming from" in text
 
 
+def rank_process(job: str, rank: int) -> int | None:
+    """The pid of the cell process that runs as SLURM rank ``rank`` of ``job`` (found by its environment)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+        except OSError:
+            continue
+        ours = env.get("SLURM_JOB_ID") == job and env.get("SLURM_PROCID") == str(rank)
+        if ours and "agebench" in cmdline and "--prepare" not in cmdline and "srun" not in cmdline:
+            return int(proc.name)
+    return None
+
+
+def test_a_rank_that_dies_under_srun_leaves_the_cell_resumable_and_the_next_submission_finishes_it(
+    cluster, manifest, tmp_path, capsys
+):
+    """Two DDP ranks (gloo) under srun, as on a GPU node with two devices: rank 1 is killed after the first epoch;
+    srun takes the other rank down, the task fails, and the cell resumes on the next submission."""
+    config = bench_config(tmp_path, manifest, ["convnext-atto"], [0], epochs=3)
+    results = tmp_path / "slurm" / "results"
+    cell = results / "tiny" / "convnext-atto" / "seed0"
+    two_ranks = ["--ntasks-per-node=2"]  # after CPU_TASK's 1: the last one counts
+    job = submit(cluster, config, results, *two_ranks)
+    deadline = time.monotonic() + 300
+    while not (cell / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and cluster.job_states(job)["0"] in ("PENDING", "RUNNING"), logs(results)
+        time.sleep(0.1)
+    pid = rank_process(job, 1)
+    assert pid is not None
+    os.kill(pid, 9)
+    assert cluster.wait(job) == {"0": "FAILED"}
+    assert not (cell / "metrics.json").is_file()
+    settings = ["trainer.devices=2", "trainer.num_nodes=1", "trainer.strategy=ddp"]
+    assert main(["bench", "--config", str(config), "--out", str(results), "--list", *settings]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("resume")
+
+    again = submit(cluster, config, results, *two_ranks)
+    assert cluster.wait(again) == {"0": "COMPLETED"}, logs(results)
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epochs"] == 3 and metrics["n_test"] == 40
+    first = next(t for name, t in logs(results).items() if f"-{job}_" in name)
+    assert "MEMBER: 1/2" in first  # Lightning took both ranks from SLURM
+    text = next(t for name, t in logs(results).items() if f"-{again}_" in name)
+    assert "resuming from" in text and "resumed: training from epoch" in text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
