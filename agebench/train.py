@@ -25,7 +25,7 @@ from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError, require_package
 from agebench.evaluate import attach_records, metrics_from_predictions, predict, read_predictions, write_predictions
-from agebench.launch import is_launch_rank_zero, slurm_job_id
+from agebench.launch import cpu_bf16_flags, is_launch_rank_zero, slurm_job_id
 from agebench.models.registry import regime_record
 from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
 
@@ -249,11 +249,16 @@ def _set_cpu_threads(kwargs: dict[str, Any], num_workers: int) -> None:
 
 
 def _warn_cpu_precision(kwargs: dict[str, Any]) -> None:
-    if _on_cpu(kwargs) and "16" in str(kwargs.get("precision")):
-        print(
-            f"agebench: warning: precision {kwargs['precision']!r} on CPU is emulated and much slower than "
-            "32-true (bf16 autocast is about 25x slower here); mixed precision is meant for GPUs"
-        )
+    precision = str(kwargs.get("precision"))
+    if not _on_cpu(kwargs) or "16" not in precision:
+        return
+    if precision.startswith("bf16") and cpu_bf16_flags():
+        return  # native bf16 (avx512_bf16 / amx_bf16): autocast runs at about fp32's speed or better
+    why = "bf16 is emulated on a CPU without avx512_bf16/amx_bf16" if "bf16" in precision else "fp16 is emulated"
+    print(
+        f"agebench: warning: precision {precision!r} on this CPU is much slower than 32-true ({why}); "
+        "mixed precision is meant for GPUs"
+    )
 
 
 def _resume_path(last: Path) -> str | None:

@@ -27,6 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agebench.launch import cpu_bf16_flags as bf16_flags  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "experiments/paper/synth_gpu.yaml"
 MODELS = ("convnext", "vit", "hybrid")
@@ -34,19 +38,6 @@ BATCH = 2  # per rank
 STEPS = 2
 # 30 faces of 6 subjects dealt 6/2/2: train/val/test 24/2/4 (2 ranks x 2 steps x batch 2 = 8 training images)
 SYNTH = ["--n", "30", "--seed", "0", "--size", "224", "--splits", "6/2/2", "--quiet"]
-
-
-def bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
-    """The CPU's native bf16 instruction sets (empty where it has none or /proc/cpuinfo is unreadable)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return sorted(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def choose_precision(requested: str, flags: list[str]) -> tuple[str, str]:

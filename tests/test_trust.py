@@ -219,3 +219,28 @@ def test_wandb_is_offline_without_a_key_or_when_asked(monkeypatch, tmp_path):
     assert not wandb_offline()
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_offline()
+
+
+def test_cpu_precision_warning_only_where_the_cpu_emulates_it(monkeypatch, capsys):
+    import agebench.train as train
+
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: [])
+    train._warn_cpu_precision({"accelerator": "cpu", "precision": "bf16-mixed"})
+    assert "bf16 is emulated on a CPU without avx512_bf16" in capsys.readouterr().out
+    monkeypatch.setattr(train, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    train._warn_cpu_precision({"accelerator": "cpu", "precision": "bf16-mixed"})
+    train._warn_cpu_precision({"accelerator": "cpu", "precision": "32-true"})
+    assert capsys.readouterr().out == ""
+    train._warn_cpu_precision({"accelerator": "cpu", "precision": "16-mixed"})
+    assert "fp16 is emulated" in capsys.readouterr().out
+
+
+def test_slurm_job_id_names_the_array_task(monkeypatch):
+    from agebench.launch import slurm_job_id
+
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    assert slurm_job_id() == "41"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert slurm_job_id() == "40_1"  # what `scontrol requeue` needs for one task of an array
