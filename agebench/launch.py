@@ -1,5 +1,5 @@
-"""Which process this is under a launcher (torchrun, srun, Lightning's own), what SLURM job it belongs to, and
-whether its CPU runs bf16 natively.
+"""Which process this is under a launcher (torchrun, srun, Lightning's own), what SLURM job it belongs to, how
+many CPU cores it may use and whether they run bf16 natively.
 
 Read from the environment alone, before any process group exists: files a run owns (its folder, config.yaml,
 metrics.json) are written by the launch's global rank 0 only, and every rank must agree on that before training.
@@ -40,3 +40,17 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
         if line.startswith("flags"):
             flags.update(line.split(":", 1)[1].split())
     return sorted(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def process_cpus(local_ranks: int = 1) -> int:
+    """CPU cores this process may use: its task's ``SLURM_CPUS_PER_TASK`` inside a SLURM job (one rank is one
+    task; without cgroups every task sees the whole node, and threads sized to the node oversubscribe it when
+    several array tasks share it), else this process's affinity mask (cgroups, taskset) shared by its node's ranks."""
+    env = os.environ
+    if "SLURM_JOB_ID" in env and env.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(env["SLURM_CPUS_PER_TASK"]))
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, available // max(1, local_ranks))

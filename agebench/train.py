@@ -25,7 +25,7 @@ from agebench.config import FitConfig, config_hash, dump_yaml, to_dict
 from agebench.data.datamodule import AgeDataModule, AugmentConfig
 from agebench.errors import UserError, require_package
 from agebench.evaluate import attach_records, metrics_from_predictions, predict, read_predictions, write_predictions
-from agebench.launch import cpu_bf16_flags, is_launch_rank_zero, slurm_job_id
+from agebench.launch import cpu_bf16_flags, is_launch_rank_zero, process_cpus, slurm_job_id
 from agebench.models.registry import regime_record
 from agebench.validate import check_input_size, hashed_config, head_settings, regime_warning, validate_fit_config
 
@@ -244,8 +244,8 @@ def _set_cpu_threads(kwargs: dict[str, Any], num_workers: int) -> None:
     their barriers and can make a step 10x slower. OMP_NUM_THREADS, when set, wins."""
     if _on_cpu(kwargs) and "OMP_NUM_THREADS" not in os.environ:
         devices = kwargs.get("devices", 1)
-        per_process = max(1, int(devices) if str(devices).isdigit() else 1)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_process - num_workers))
+        per_node = max(1, int(devices) if str(devices).isdigit() else 1)
+        torch.set_num_threads(max(1, process_cpus(per_node) - num_workers))
 
 
 def _warn_cpu_precision(kwargs: dict[str, Any]) -> None:
@@ -335,7 +335,7 @@ def fit(
     if not trainer.is_global_zero:
         return {}
     if _on_cpu(kwargs) and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)  # the other ranks are done: evaluate and profile on every core
+        torch.set_num_threads(process_cpus())  # the other ranks are done: evaluate and profile on every core
 
     best_path = Path(best.best_model_path) if best.best_model_path else last
     _load_weights(module, best_path)

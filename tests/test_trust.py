@@ -244,3 +244,16 @@ def test_slurm_job_id_names_the_array_task(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     assert slurm_job_id() == "40_1"  # what `scontrol requeue` needs for one task of an array
+
+
+def test_cpu_threads_follow_the_slurm_task_not_the_node(monkeypatch):
+    import os
+
+    from agebench.launch import process_cpus
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert process_cpus() == len(os.sched_getaffinity(0))
+    assert process_cpus(local_ranks=len(os.sched_getaffinity(0)) + 1) == 1
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert process_cpus(local_ranks=4) == 3  # one rank is one task: its own allocation, whatever the node has
