@@ -327,6 +327,7 @@ HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {
     ("model", "train_last_blocks"): None,  # 0.6
     ("optim", "layer_decay"): None,  # 0.6
     ("optim", "backbone_lr_mult"): 1.0,  # 0.6
+    ("trainer", "num_nodes"): 1,  # 0.6; the launch scripts now pass it: one node hashes as before
 }
 # Keys that only name a run (like out_dir): never hashed, whatever their value.
 NAME_KEYS: tuple[tuple[str, str], ...] = (("model", "label"),)  # 0.6

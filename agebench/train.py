@@ -327,6 +327,10 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(resolved, out_dir / "config.yaml")
     last = ckpt_dir / "last.ckpt"
+    if is_launch_rank_zero():  # before any rank reaches Trainer.fit, so none can pick one up (see SlurmRequeue)
+        for stale in sorted(out_dir.glob("hpc_ckpt_*.ckpt")):
+            print(f"agebench: removing {stale.name}: an older agebench's mid-epoch checkpoint, not an exact resume")
+            stale.unlink()
     if last.is_file():
         print(f"agebench: resuming from {last} (the end of its last finished epoch)", flush=True)
     start = time.perf_counter()

@@ -47,3 +47,13 @@ def test_config_hash_is_stable_and_sensitive():
     b = to_dict(load_fit_config(None, ["seed=1"]))
     c = to_dict(load_fit_config(None, ["seed=2"]))
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_one_node_hashes_as_a_config_without_num_nodes() -> None:
+    """The launch scripts pass trainer.num_nodes; at 1 it must not make finished cells stale (agebench 0.6)."""
+    from agebench.config import config_hash
+
+    base = {"model": {"name": "convnext-atto"}, "trainer": {"devices": 1}}
+    one = {"model": {"name": "convnext-atto"}, "trainer": {"devices": 1, "num_nodes": 1}}
+    two = {"model": {"name": "convnext-atto"}, "trainer": {"devices": 1, "num_nodes": 2}}
+    assert config_hash(one) == config_hash(base) != config_hash(two)

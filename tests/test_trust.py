@@ -257,3 +257,17 @@ def test_cpu_threads_follow_the_slurm_task_not_the_node(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert process_cpus(local_ranks=4) == 3  # one rank is one task: its own allocation, whatever the node has
+
+
+def test_an_older_hpc_checkpoint_is_removed_not_resumed_from(tmp_path, monkeypatch, capsys):
+    """Lightning resumes from hpc_ckpt_N.ckpt by itself under SLURM when no path is given; agebench never writes
+    one, and one left by an older version (a mid-epoch state) must not become the start of a run."""
+    cfg = tiny_fit(tmp_path, "run", "trainer.max_epochs=1")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True)
+    (out / "hpc_ckpt_1.ckpt").write_bytes(b"not a checkpoint")  # loading it would fail the run
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "agebench", "SLURM_JOB_ID": "5"}.items():
+        monkeypatch.setenv(key, value)  # Lightning's SLURMEnvironment.detect() is true
+    fit(cfg)
+    assert not list(out.glob("hpc_ckpt_*.ckpt"))
+    assert "removing hpc_ckpt_1.ckpt" in capsys.readouterr().out
