@@ -323,16 +323,19 @@ def fit(
         )
     except (ValueError, TypeError, MisconfigurationException) as err:  # a Trainer argument Lightning rejects
         raise UserError(f"trainer: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+    last = ckpt_dir / "last.ckpt"
+    # Lightning resumes from an hpc_ckpt_N.ckpt by itself under SLURM when there is no last.ckpt; agebench never
+    # writes one (see SlurmRequeue), and one an older version left is a mid-epoch state. Every rank removes what it
+    # sees before its own Trainer.fit looks, so no rank can pick one up, whatever the order they get there.
+    for stale in sorted(out_dir.glob("hpc_ckpt_*.ckpt")):
+        if is_launch_rank_zero():
+            print(f"agebench: removing {stale.name}: an older agebench's mid-epoch checkpoint, not an exact resume")
+        stale.unlink(missing_ok=True)
     if is_launch_rank_zero():  # the other ranks write nothing: on two hosts they may not share a file system
         out_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(resolved, out_dir / "config.yaml")
-    last = ckpt_dir / "last.ckpt"
-    if is_launch_rank_zero():  # before any rank reaches Trainer.fit, so none can pick one up (see SlurmRequeue)
-        for stale in sorted(out_dir.glob("hpc_ckpt_*.ckpt")):
-            print(f"agebench: removing {stale.name}: an older agebench's mid-epoch checkpoint, not an exact resume")
-            stale.unlink()
-    if last.is_file():
-        print(f"agebench: resuming from {last} (the end of its last finished epoch)", flush=True)
+        if last.is_file():
+            print(f"agebench: resuming from {last} (the end of its last finished epoch)", flush=True)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=_resume_path(last))
     train_seconds = time.perf_counter() - start
