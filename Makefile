@@ -66,8 +66,11 @@ format: ## ruff format and autofix
 synth: ## generate the synthetic data set (region masks, 64 px cache) under $(SYNTH_DIR) unless its cache exists
 	@test -f $(SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(SYNTH_DIR) --n 5000 --seed 0 --masks --cache-size 64
 
-synth-bench: ## the benchmark's synthetic set (10,000 faces, half the subjects in test, masks, 64 px cache) under $(BENCH_SYNTH_DIR)
-	@test -f $(BENCH_SYNTH_DIR)/manifest.cache.npy || $(BIN)/agebench synth --out $(BENCH_SYNTH_DIR) --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64
+synth-bench: ## the benchmark's synthetic set (10,000 face chips, half the subjects in test, masks, 64 px cache) under $(BENCH_SYNTH_DIR); redrawn if it is not the chip style
+	@if ! { grep -qs '"style": "chip"' $(BENCH_SYNTH_DIR)/synth.json && test -f $(BENCH_SYNTH_DIR)/manifest.cache.npy; }; then \
+	  if test -d $(RESULTS)/synth; then echo "make synth-bench: $(BENCH_SYNTH_DIR) must be redrawn (absent or not the chip style of agebench 0.7), but $(RESULTS)/synth holds cells trained on the old set, which the runner would keep: make clean (or remove $(RESULTS)/synth) first" >&2; exit 1; fi; \
+	  $(BIN)/agebench synth --out $(BENCH_SYNTH_DIR) --style chip --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64; \
+	fi
 
 bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeXt, ViT) on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
@@ -75,7 +78,10 @@ bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeX
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
 bench-assurance: synth-bench ## planted disparity: bench's convnext-atto on the bench set and on it with dark skin drawn 8 years older (test only) -> $(RESULTS)-assurance/
-	@test -f data/synth-bench-dark8/manifest.cache.npy || $(BIN)/agebench synth --out data/synth-bench-dark8 --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64 --apparent-bias skin_tone=dark:+8
+	@if ! { grep -qs '"style": "chip"' data/synth-bench-dark8/synth.json && test -f data/synth-bench-dark8/manifest.cache.npy; }; then \
+	  if test -d $(RESULTS)-assurance; then echo "make bench-assurance: data/synth-bench-dark8 must be redrawn, but $(RESULTS)-assurance holds cells trained on the old sets: make clean (or remove $(RESULTS)-assurance) first" >&2; exit 1; fi; \
+	  $(BIN)/agebench synth --out data/synth-bench-dark8 --style chip --n 10000 --seed 0 --splits 4/1/5 --masks --cache-size 64 --apparent-bias skin_tone=dark:+8; \
+	fi
 	$(BIN)/agebench bench --config experiments/assurance.yaml --out $(RESULTS)-assurance
 	$(BIN)/agebench assurance $(RESULTS)-assurance --thresholds 13,16,18,21,25
 	$(BIN)/agebench leaderboard $(RESULTS)-assurance --format all --out $(RESULTS)-assurance

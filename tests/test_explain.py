@@ -16,7 +16,7 @@ from agebench.cli import main
 from agebench.config import FitConfig, from_dict
 from agebench.data.datamodule import AgeDataModule
 from agebench.data.manifest import write_manifest
-from agebench.data.synthetic_faces import EYE_CORNERS, FOREHEAD, HAIR, NASOLABIAL
+from agebench.data.synthetic_faces import EYE_CORNERS, EYES, FOREHEAD, HAIR, MOUTH, NASOLABIAL
 from agebench.report import cam_targets, explain, failures
 
 MODELS = ["convnext-atto", "vit-tiny", "hybrid-atto"]
@@ -28,7 +28,9 @@ EXPECTED_AREA = {
     "forehead": 8 * 64 / 4096,
     "eye_corners": 2 * 4 * 8 / 4096,
     "nasolabial": 8 * 24 / 4096,
-    "any": (16 * 64 + 2 * 4 * 8 + 8 * 24) / 4096,
+    "eyes": 6 * 32 / 4096,
+    "mouth": 6 * 16 / 4096,
+    "any": (16 * 64 + 2 * 4 * 8 + 8 * 24 + 6 * 32 + 6 * 16) / 4096,
 }
 
 
@@ -39,6 +41,8 @@ def region_mask(size: int = SIZE) -> np.ndarray:
     mask[24:28, 4:12] |= EYE_CORNERS
     mask[24:28, 52:60] |= EYE_CORNERS
     mask[36:44, 20:44] |= NASOLABIAL
+    mask[24:30, 16:48] |= EYES
+    mask[46:52, 24:40] |= MOUTH
     return mask
 
 

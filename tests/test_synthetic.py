@@ -13,8 +13,10 @@ from agebench.cli import main
 from agebench.data import synthetic
 from agebench.data.manifest import Manifest, load_manifest
 from agebench.data.synthetic import MARKER, generate, mae_floor, plan
-from agebench.data.synthetic_faces import EYE_CORNERS, FOREHEAD, HAIR, NASOLABIAL
+from agebench.data.synthetic_faces import EYE_CORNERS, EYES, FOREHEAD, HAIR, MOUTH, NASOLABIAL
 from agebench.errors import UserError
+
+BITS = (FOREHEAD, EYE_CORNERS, NASOLABIAL, HAIR, EYES, MOUTH)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -147,7 +149,7 @@ def test_cues_are_drawn_at_the_apparent_age_and_the_floor_is_documented(learn_se
     assert mae_floor(2.5) == pytest.approx(1.995, abs=1e-3)
     doc = synthetic.__doc__ or ""
     assert "sqrt(2 / pi)" in doc and "1.99 years" in doc
-    assert all(f"    {bit}     " in doc for bit in (FOREHEAD, EYE_CORNERS, NASOLABIAL, HAIR))
+    assert all(f"    {bit:<2d}    " in doc for bit in BITS)
 
 
 def _grey(manifest: Manifest, split: str) -> list[np.ndarray]:
@@ -203,18 +205,22 @@ def test_linear_baseline_learns_age_but_brightness_alone_does_not(learn_set: Man
 
 
 def test_masks_match_images_and_flag_every_region_in_place(learn_set: Manifest) -> None:
-    rows = {bit: [] for bit in (FOREHEAD, EYE_CORNERS, NASOLABIAL, HAIR)}
+    rows = {bit: [] for bit in BITS}
     for r in learn_set.records[:60]:
         mask = cv2.imread(str(learn_set.root / r.extra["mask"]), cv2.IMREAD_UNCHANGED)
         image = cv2.imread(str(learn_set.image_path(r)))
         assert mask.dtype == np.uint8 and mask.ndim == 2 and mask.shape == image.shape[:2]
-        assert not (mask & ~np.uint8(FOREHEAD | EYE_CORNERS | NASOLABIAL | HAIR)).any()
+        assert not (mask & ~np.uint8(sum(BITS))).any()
         for bit in rows:
             ys = np.nonzero(mask & bit)[0]
             assert ys.size, f"{r.path}: no pixel with bit {bit}"
             rows[bit].append(ys.min() if bit == HAIR else ys.mean())  # long hair reaches the shoulders
-    hair_top, forehead, eyes, folds = (np.mean(rows[b]) for b in (HAIR, FOREHEAD, EYE_CORNERS, NASOLABIAL))
-    assert hair_top < forehead < eyes < folds  # top to bottom, as on a face
+    hair_top, forehead, corners, eyes, folds, mouth = (
+        np.mean(rows[b]) for b in (HAIR, FOREHEAD, EYE_CORNERS, EYES, NASOLABIAL, MOUTH)
+    )
+    assert hair_top < forehead < corners < folds < mouth  # top to bottom, as on a face
+    assert forehead < eyes < folds
+    assert abs(eyes - corners) < 3  # lids and bags sit beside the crow's feet, on the eye line
 
 
 def test_cli_writes_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,6 +272,13 @@ def test_styles_change_scene_camera_and_ages_not_the_cues(tmp_path: Path, capsys
         masks.append(synthetic.render(traits, 60.0, 48, rng, want_mask=True, style=STYLES[style])[1])
     overlap = ((masks[0] > 0) & (masks[1] > 0)).sum() / max(1, ((masks[0] > 0) | (masks[1] > 0)).sum())
     assert overlap > 0.6
+    # chip frames the same drawing tighter: the face and its cue regions get more of the image, ages unchanged.
+    chip = []
+    for style in ("default", "chip"):
+        rng = np.random.default_rng(5)
+        chip.append((synthetic.render(traits, 60.0, 48, rng, want_mask=True, style=STYLES[style])[1] > 0).mean())
+    assert chip[1] > 1.25 * chip[0]
+    assert plan(50, 0, 48, 2.5, False, style=STYLES["chip"])[0] == plan(50, 0, 48, 2.5, False)[0]
 
     capsys.readouterr()
     assert main(["synth", "--list-styles"]) == 0

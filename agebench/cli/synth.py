@@ -31,13 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--style",
         default="default",
-        help="rendering and age distribution (default, studio, snapshot; --list-styles describes them): two styles "
-        "make a cross-dataset shift with no download",
+        help="rendering and age distribution (default, chip, studio, snapshot; --list-styles describes them): "
+        "make bench uses chip; two styles make a cross-dataset shift with no download",
     )
     p.add_argument(
         "--splits",
         default="7/1/2",
-        help="subjects per age-sorted block of 10 dealt to train/val/test (default: 7/1/2; make bench: 5/1/4)",
+        help="subjects per age-sorted block of 10 dealt to train/val/test (default: 7/1/2; make bench: 4/1/5)",
     )
     p.add_argument(
         "--apparent-bias",

@@ -54,6 +54,12 @@ STYLES: dict[str, Style] = {
     for s in (
         Style("default", "the embedded set: cluttered scenes, mild pose and light changes, ages 0-97"),
         Style(
+            "chip",
+            "the embedded set framed as an aligned face chip: the face fills the frame (scale x1.3), so its age cues "
+            "get twice the pixels at a small size; ages 0-97",
+            scale=(1.2, 1.35),
+        ),
+        Style(
             "studio",
             "mugshot-like (as MORPH II): plain backdrop, frontal, even light, clean high-quality JPEGs; adults "
             "only (16 and over), few over 60",

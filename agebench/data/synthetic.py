@@ -49,7 +49,12 @@ Files
     2     eye corners (crow's feet)
     4     nasolabial region (nose wings to mouth corners)
     8     hair (scalp hair and beard)
+    16    eyes (upper lids and eye bags)
+    32    mouth (lips, mouth corners, marionette lines)
     ====  ============================================
+
+    Bits 16 and 32 are new in agebench 0.7: with them every age cue drawn in one place is masked. Age spots
+    (anywhere on the face) and a child's proportions (the whole face) have no region.
 
 Determinism
     Identical arguments give byte-identical files whatever the worker count (given the same OpenCV and NumPy

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 # Region bits of the masks (see agebench.data.synthetic for the contract).
-FOREHEAD, EYE_CORNERS, NASOLABIAL, HAIR = 1, 2, 4, 8
+FOREHEAD, EYE_CORNERS, NASOLABIAL, HAIR, EYES, MOUTH = 1, 2, 4, 8, 16, 32
 
 _SHIFT = 4  # sub-pixel precision of cv2 drawing calls: coordinates are in 1/16 pixel
 _ONE = 1 << _SHIFT
@@ -389,10 +389,16 @@ class Face:
         )
 
     def regions(self) -> np.ndarray:
-        """Bit mask of where the age cues live, in canonical coordinates (before the pose warp)."""
+        """Bit mask of where the age cues live, in canonical coordinates (before the pose warp). Draws nothing from
+        the rng, so an image is the same with or without its mask."""
         r, (cx, fw, fh, ey, my, mw, nw, ny) = self.r, self._layout()
-        face, band, corners, folds = _canvas(r), _canvas(r), _canvas(r), _canvas(r)
+        face, band, corners, folds, eyes, mouth = (_canvas(r) for _ in range(6))
         ellipse(face, (cx, self.cy), (fw * 0.93, fh), 1)
+        # Lids (droop) and bags: from above the upper lid to below the bag fold's lowest point (ey + 1.8 eh).
+        for s in (-1, 1):
+            ellipse(eyes, (cx + s * self.eye_dx, ey + self.eh * 0.5), (self.ew * 1.05, self.eh * 1.7), 1)
+        # Lips (thinning), mouth corners (droop) and the marionette lines below them (to my + 0.2 fh).
+        ellipse(mouth, (cx, my + fh * 0.07), (mw + fw * 0.1, fh * 0.16), 1)
         cv2.rectangle(band, (0, int(self.hair_y)), (r, int(self.brow_y - self.eh * 0.2)), 1, -1)
         for s in (-1, 1):
             ellipse(corners, (cx + s * (self.eye_dx + self.ew * 1.1), ey), (self.ew * 0.75, self.eh * 1.6), 1)
@@ -402,4 +408,11 @@ class Face:
             fold[:, 0] = cx + s * fold[:, 0]  # mirrored about the face axis
             fill_poly(folds, fold, 1)
         hair = (self.hair_alpha > 0.35).astype(np.uint8)
-        return (face & band) * FOREHEAD | corners * EYE_CORNERS | folds * NASOLABIAL | hair * HAIR
+        return (
+            (face & band) * FOREHEAD
+            | corners * EYE_CORNERS
+            | folds * NASOLABIAL
+            | hair * HAIR
+            | eyes * EYES
+            | mouth * MOUTH
+        )

@@ -18,7 +18,8 @@ count (``classification``/``unimodal`` with ``decode: argmax``, ``orcnn``, ``cor
 is zero: there the head's expectation is explained (the head's ``explained_age``).
 
 Where the maps *should* look, on the synthetic set: the generator's region masks (bit flags, see
-:mod:`agebench.data.synthetic`) mark forehead, eye corners, nasolabial folds and hair; :func:`attention_share`
+:mod:`agebench.data.synthetic`) mark forehead, eye corners, nasolabial folds, hair, eyes (lids and bags) and mouth
+(lips, corners, marionette lines); ``any`` is their union; :func:`attention_share`
 scores a map by the share of its mass inside each region against a constant map's share (the region's area).
 """
 
@@ -32,12 +33,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from agebench.data.synthetic_faces import EYE_CORNERS, FOREHEAD, HAIR, NASOLABIAL
+from agebench.data.synthetic_faces import EYE_CORNERS, EYES, FOREHEAD, HAIR, MOUTH, NASOLABIAL
 from agebench.errors import UserError
 from agebench.report.stats import bootstrap_interval, cluster_sums
 
 MASK_COLUMN = "mask"  # the synthetic generator's manifest column (agebench.data.synthetic)
-REGIONS = {"forehead": FOREHEAD, "eye_corners": EYE_CORNERS, "nasolabial": NASOLABIAL, "hair": HAIR}
+REGIONS = {
+    "forehead": FOREHEAD,
+    "eye_corners": EYE_CORNERS,
+    "nasolabial": NASOLABIAL,
+    "hair": HAIR,
+    "eyes": EYES,
+    "mouth": MOUTH,
+}
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -11,7 +11,8 @@ Written to the explain folder (``<cell>/explain/`` by default):
 
       {"model": "hybrid-atto", "dataset": "synth", "layer": "backbone.encoder.layers.1.norm1",
        "label": "encoder (last layer)", "n_images": 8, "n_flat": 0,
-       "share": {"forehead": 0.21, "eye_corners": 0.05, "nasolabial": 0.09, "hair": 0.30, "any": 0.55},
+       "share": {"forehead": 0.21, "eye_corners": 0.05, "nasolabial": 0.09, "hair": 0.30, "eyes": 0.04,
+                 "mouth": 0.06, "any": 0.62},
        "uniform_baseline": {"forehead": 0.06, ...}}
 
   ``share`` is the fraction of Grad-CAM mass inside each age-cue region (``any``: their union), averaged over the

@@ -279,7 +279,7 @@ def _sources(cells: list[Cell]) -> list[str]:
     return out
 
 
-ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "any")
+ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "eyes", "mouth", "any")
 
 
 def _attention_table(cells: list[Cell]) -> list[str]:
