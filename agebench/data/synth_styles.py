@@ -55,8 +55,8 @@ STYLES: dict[str, Style] = {
         Style("default", "the embedded set: cluttered scenes, mild pose and light changes, ages 0-97"),
         Style(
             "chip",
-            "the embedded set framed as an aligned face chip: the face fills the frame (scale 1.2-1.35), so its age cues "
-            "get about 1.6x the pixels at a small size; ages 0-97",
+            "the embedded set framed as an aligned face chip: the face fills the frame (scale 1.2-1.35), so its age "
+            "cues get about 1.6x the pixels at a small size; ages 0-97",
             scale=(1.2, 1.35),
         ),
         Style(
