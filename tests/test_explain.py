@@ -177,7 +177,7 @@ def test_the_hybrid_encoder_is_explained_on_its_token_grid_and_its_trunk_alone_a
     hybrid, _ = build_model("hybrid-atto", img_size=64, trunk_stages=3, pool="avg")
     encoder, trunk = cam_layers(hybrid, 64)
     assert (encoder.label, encoder.grid, trunk.label, trunk.grid) == (
-        "encoder (last layer)",
+        "encoder (output)",
         (4, 4),
         "trunk (last stage)",
         (4, 4),
@@ -185,6 +185,49 @@ def test_the_hybrid_encoder_is_explained_on_its_token_grid_and_its_trunk_alone_a
     assert encoder.reshape(torch.randn(2, 16, 160)).shape == (2, 160, 4, 4)
     alone, _ = build_model("hybrid-atto-trunk", img_size=64, trunk_stages=3)
     assert [(layer.label, layer.grid) for layer in cam_layers(alone, 64)] == [("trunk (last stage)", (4, 4))]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("hybrid-atto", {"trunk_stages": 3, "pool": "avg"}),
+        ("vit-tiny", {"patch_size": 16, "depth": 2, "global_pool": "avg", "class_token": False}),
+        ("vit-tiny", {"patch_size": 16, "depth": 2, "global_pool": "avg"}),  # class token kept, left out of the mean
+    ],
+)
+def test_a_token_averaging_transformer_is_explained_at_the_tokens_its_head_averages(name, kwargs):
+    """Grad-CAM there is CAM: the hooked map, averaged over the grid, is exactly the pooled feature the head reads."""
+    from agebench.models import build_model
+    from agebench.report.cam_targets import cam_layers
+
+    backbone, _ = build_model(name, img_size=64, **kwargs)
+    backbone.eval()
+    layer = cam_layers(backbone, 64)[0]
+    assert layer.label in ("encoder (output)", "output (token average)") and layer.grid == (4, 4)
+    seen = []
+    handle = layer.module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        pooled = backbone(x)
+    handle.remove()
+    grid = layer.reshape(seen[0])
+    assert grid.shape[-2:] == (4, 4)
+    mean = grid.mean(dim=(2, 3))
+    model = getattr(backbone, "model", None)
+    if model is not None:  # a timm ViT normalises after pooling (fc_norm)
+        mean = model.fc_norm(mean)
+    torch.testing.assert_close(mean, pooled)
+
+
+def test_a_class_token_transformer_is_explained_before_its_last_layer():
+    """With a class token only that token reaches the head after the last layer: its input is explained instead."""
+    from agebench.models import build_model
+    from agebench.report.cam_targets import cam_layers
+
+    hybrid, _ = build_model("hybrid-atto", img_size=64, trunk_stages=3)
+    assert cam_layers(hybrid, 64)[0].module is hybrid.encoder.layers[-1].norm1
+    vit, _ = build_model("vit-tiny", img_size=64, patch_size=16, depth=2)
+    assert cam_layers(vit, 64)[0].module is vit.model.blocks[-1].norm1
 
 
 def test_masks_follow_the_image_through_resize_and_centre_crop(tmp_path):

@@ -9,8 +9,15 @@ Why these layers:
   wrong hook: only the class token reaches the head after it, so the patch tokens' gradients are exactly zero
   there. The tokens are reshaped to the patch grid read from the model (``num_prefix_tokens`` class/register
   tokens dropped, ``patch_embed.grid_size`` rows x columns), never an assumed 1 + 14 x 14.
-* Hybrid (ConvNeXt trunk + encoder): both the last encoder layer (``layers[-1].norm1``, for the same reason as
-  ViT; class token dropped, tokens laid back on the trunk's H/32 x W/32 grid) and the trunk's last stage.
+* Hybrid (ConvNeXt trunk + encoder): both the encoder's map (class token dropped, tokens laid back on the grid
+  of the trunk stage it tokenises) and the trunk's last stage. With a class token that map is the last encoder
+  layer's input (``layers[-1].norm1``, for the same reason as ViT).
+* Transformers that *average* their tokens (the hybrid's ``pool="avg"``, a timm ViT with ``global_pool="avg"``):
+  the final norm's output, i.e. exactly the tokens the pool averages. Every token there receives the same
+  gradient (the head's, divided by N), so Grad-CAM reduces to CAM (Zhou et al. 2016, "Learning Deep Features for
+  Discriminative Localization") on the head's local linearisation: the analogue of a convnet's last stage, which
+  the trunk-alone ablation is explained at. The last layer's input would explain the tokens one attention layer
+  before the head reads them (agebench 0.8; before it, averaged encoders were explained there too).
 
 The target is the predicted age itself (:class:`PredictedAge` on :class:`ExplainedAge`): the map shows which
 regions raise it. For every head that is the decoded age, except where the decode is an argmax or a threshold
@@ -116,6 +123,15 @@ def _is_vit(model: nn.Module) -> bool:
     )
 
 
+def _averages_patch_tokens(vit: nn.Module) -> bool:
+    """A timm ViT whose head reads the plain mean of its patch tokens (no attention pool, prefix tokens left out)."""
+    return (
+        getattr(vit, "global_pool", None) == "avg"
+        and getattr(vit, "attn_pool", None) is None
+        and not getattr(vit, "pool_include_prefix", False)
+    )
+
+
 MIN_CAM_GRID = 2  # a stage whose map is 1x1 can only give a uniform heat map
 
 
@@ -156,11 +172,15 @@ def cam_layers(backbone: nn.Module, img_size: int | tuple[int, int], name: str =
             return [trunk]
         # The encoder's map lives on its token grid (the tokenised trunk stage), whatever the image size.
         reshape = tokens_to_grid(backbone.num_prefix_tokens, token_grid)
+        if backbone.num_prefix_tokens == 0:  # pool="avg": the tokens the head's average reads
+            return [CamLayer("encoder (output)", backbone.norm, reshape, token_grid), trunk]
         return [CamLayer("encoder (last layer)", layers[-1].norm1, reshape, token_grid), trunk]
     if isinstance(backbone, TimmBackbone):
         model = backbone.model
         if _is_vit(model):
             reshape, grid = vit_reshape(model)
+            if _averages_patch_tokens(model):
+                return [CamLayer("output (token average)", model.norm, reshape, grid)]
             return [CamLayer("last block", model.blocks[-1].norm1, reshape, grid)]
         label, stage, to_nchw, reduction = _stage_for(model, name, size)
         return [CamLayer(label, stage, to_nchw, _divided(size, reduction) if reduction else None)]

@@ -9,8 +9,8 @@ Written to the explain folder (``<cell>/explain/`` by default):
 * ``attention.json`` (only when the manifest has the synthetic generator's ``mask`` column): a JSON *list*, one
   entry per explained layer (the hybrid has two: encoder and trunk), each::
 
-      {"model": "hybrid-atto", "dataset": "synth", "layer": "backbone.encoder.layers.1.norm1",
-       "label": "encoder (last layer)", "n_images": 8, "n_flat": 0,
+      {"model": "hybrid-atto", "dataset": "synth", "layer": "backbone.norm",
+       "label": "encoder (output)", "n_images": 8, "n_flat": 0,
        "share": {"forehead": 0.21, "eye_corners": 0.05, "nasolabial": 0.09, "hair": 0.30, "eyes": 0.04,
                  "mouth": 0.06, "any": 0.62},
        "uniform_baseline": {"forehead": 0.06, ...}}
