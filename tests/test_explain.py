@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from agebench.config import FitConfig, from_dict
 from agebench.data.datamodule import AgeDataModule
 from agebench.data.manifest import write_manifest
 from agebench.data.synthetic_faces import EYE_CORNERS, EYES, FOREHEAD, HAIR, MOUTH, NASOLABIAL
+from agebench.errors import UserError
 from agebench.report import cam_targets, explain, failures
 
 MODELS = ["convnext-atto", "vit-tiny", "hybrid-atto"]
@@ -230,6 +232,32 @@ def test_a_class_token_transformer_is_explained_before_its_last_layer():
     assert cam_layers(vit, 64)[0].module is vit.model.blocks[-1].norm1
 
 
+def test_hirescam_equals_gradcam_where_the_head_averages_the_map_and_differs_before_a_class_token():
+    """Where every position gets the head's gradient / N (a convnet's last stage, an averaging encoder's output)
+    gradient x activation per position is Grad-CAM's map; before a class-token layer the gradients differ by token."""
+    from agebench.models import AgeRegressor
+
+    torch.manual_seed(0)
+    images = torch.randn(4, 3, SIZE, SIZE)
+    configs = {
+        "convnext-atto": {"ls_init_value": 1.0},
+        "hybrid-atto": {"trunk_stages": 3, "pool": "avg"},
+        "vit-tiny": {"patch_size": 16, "depth": 2},
+    }
+    for name, kwargs in configs.items():
+        model = AgeRegressor(model_config={"name": name, "img_size": SIZE, **kwargs}).eval()
+        grad = explain.explain_model(model, images, name, method="gradcam")[0]
+        hires = explain.explain_model(model, images, name, method="hirescam")[0]
+        assert grad.label == hires.label and (grad.maps.max(axis=(1, 2)) > 0).all(), name
+        np.testing.assert_allclose(grad.preds, hires.preds, atol=1e-5)
+        if name == "vit-tiny":
+            assert np.abs(grad.maps - hires.maps).max() > 0.1, "class-token ViT: the two maps should differ"
+        else:
+            np.testing.assert_allclose(grad.maps, hires.maps, atol=1e-4, err_msg=name)
+    with pytest.raises(UserError, match="gradcam, hirescam"):
+        explain.explain_model(model, images, "vit-tiny", method="scorecam")
+
+
 def test_masks_follow_the_image_through_resize_and_centre_crop(tmp_path):
     """A non-square image is resized and centre-cropped: the nearest-neighbour mask must stay on the same pixels."""
     rows = []
@@ -317,6 +345,19 @@ def test_cli_explains_a_run_and_writes_the_failure_report(runs, capsys):
     assert "of Grad-CAM mass in age-cue regions" in out
     for rel in ("failure_report.md", "explain/gradcam.png", "explain/attention.json", "explain/worst_cases.png"):
         assert (run / rel).is_file(), rel
+
+
+def test_cli_method_hirescam_is_recorded_and_printed(runs, tmp_path, capsys):
+    from agebench.cli.explain import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert [parser.parse_args(["--method", m]).method for m in cam_targets.CAM_METHODS] == list(cam_targets.CAM_METHODS)
+    out = tmp_path / "hires"
+    argv = ["explain", "--run", str(runs["vit-tiny"]), "--n", "2", "--no-failures", "--method", "hirescam"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "of HiResCAM mass in age-cue regions" in capsys.readouterr().out
+    assert [e["method"] for e in json.loads((out / "attention.json").read_text())] == ["hirescam"]
 
 
 def test_cli_missing_run_is_a_one_line_error(tmp_path, capsys):

@@ -314,6 +314,9 @@ def test_html_shows_attention_shares_next_to_the_uniform_baseline(results: Path,
     assert "Grad-CAM attention share" in html
     assert "65.0% <small>(35.0%)</small>" in html and "<td>encoder</td>" in html
     assert "side by side" not in html
+    (explain / "attention.json").write_text(json.dumps([{**entry, "method": "hirescam"}]))
+    build_leaderboard(results, tmp_path / "page.html")
+    assert "<td>encoder (hirescam)</td>" in (tmp_path / "page.html").read_text()
     (results / "explain").mkdir()
     (results / "explain" / "gradcam.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     build_leaderboard(results, tmp_path / "site" / "page.html")

@@ -32,6 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default=None, help="output folder (default <run>/explain; required with several runs or --checkpoint)"
     )
+    p.add_argument(
+        "--method",
+        choices=("gradcam", "hirescam"),
+        default="gradcam",
+        help="gradcam (default) or hirescam: gradient x activation per position, equal to Grad-CAM where the head "
+        "averages the map, and a check of its maps elsewhere (class-token ViTs, a hybrid's trunk)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for Grad-CAM, e.g. cpu or cuda (default cpu)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--failures-only", action="store_true", help="write the failure report only (no torch)")
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         from agebench.report.cam_targets import format_attention
         from agebench.report.explain import ATTENTION_JSON, explain
 
-        files = explain(runs, n=args.n, out=args.out, device=args.device)
+        files = explain(runs, n=args.n, out=args.out, device=args.device, method=args.method)
         written += files
         # With several runs the last attention.json is the comparison's, holding every model's entries.
         for f in [f for f in files if f.name == ATTENTION_JSON][-1:]:

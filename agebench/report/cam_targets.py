@@ -132,6 +132,16 @@ def _averages_patch_tokens(vit: nn.Module) -> bool:
     )
 
 
+# The CAM variants explain offers, by the name attention.json records. Grad-CAM (Selvaraju et al., ICCV 2017)
+# weights each channel of the hooked map by its gradient averaged over positions; HiResCAM (Draelos & Carin 2020)
+# multiplies gradient and activation position by position, the first-order share of each position in the
+# prediction. They agree exactly where every position gets the same gradient (a map the head reads through a
+# plain average: a convnet's last stage, an averaging transformer's output); where they differ (a class-token
+# ViT's last block, a trunk map that a per-token norm or an encoder separates from the pool) Grad-CAM's averaged
+# weights lose how much each position mattered, so comparing the two tells a reader whether a map is robust.
+CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
+
+
 MIN_CAM_GRID = 2  # a stage whose map is 1x1 can only give a uniform heat map
 
 
@@ -263,8 +273,11 @@ def format_attention(entries: list[dict[str, Any]]) -> list[str]:
         verdict = "above" if ci[0] > 0 else "below" if ci[1] < 0 else "not resolved from"
         return f"; {verdict} uniform, excess CI [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points"
 
+    def method(e: dict[str, Any]) -> str:  # entries written before agebench 0.9 have no "method": Grad-CAM
+        return CAM_METHODS.get(e.get("method", "gradcam"), str(e.get("method")))
+
     return [
-        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])}{interval(e)} of Grad-CAM mass in age-cue regions "
+        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])}{interval(e)} of {method(e)} mass in age-cue regions "
         f"(uniform map: {pct(e['uniform_baseline']['any'])}; n={e['n_images']}, flat {e.get('n_flat', 0)}"
         f"{excess(e)})"
         for e in entries

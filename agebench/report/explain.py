@@ -1,8 +1,9 @@
 """Grad-CAM for finished runs: heat maps of what raises the predicted age, and how much of it lands on age cues.
 
 For each run the same test faces (chosen by :func:`pick_faces`, spread from youngest to oldest) go through the
-run's own eval transform and Grad-CAM (pytorch_grad_cam) on the layers of :mod:`agebench.report.cam_targets`.
-Written to the explain folder (``<cell>/explain/`` by default):
+run's own eval transform and Grad-CAM (pytorch_grad_cam) on the layers of :mod:`agebench.report.cam_targets`
+(``method="hirescam"``: HiResCAM instead, see ``cam_targets.CAM_METHODS``). Written to the explain folder
+(``<cell>/explain/`` by default):
 
 * ``gradcam.png``: rows = faces, columns = the input, then one overlay per model and layer (true and predicted
   age in the titles). Given several runs, each run's folder gets its own grid and ``--out`` gets the comparison.
@@ -10,7 +11,7 @@ Written to the explain folder (``<cell>/explain/`` by default):
   entry per explained layer (the hybrid has two: encoder and trunk), each::
 
       {"model": "hybrid-atto", "dataset": "synth", "layer": "backbone.norm",
-       "label": "encoder (output)", "n_images": 8, "n_flat": 0,
+       "label": "encoder (output)", "method": "gradcam", "n_images": 8, "n_flat": 0,
        "share": {"forehead": 0.21, "eye_corners": 0.05, "nasolabial": 0.09, "hair": 0.30, "eyes": 0.04,
                  "mouth": 0.06, "any": 0.62},
        "uniform_baseline": {"forehead": 0.06, ...}}
@@ -38,7 +39,14 @@ from agebench.data import transforms as T
 from agebench.data.datamodule import AgeDataModule, FaceAgeDataset
 from agebench.data.manifest import Manifest, Record
 from agebench.errors import UserError
-from agebench.report.cam_targets import MASK_COLUMN, ExplainedAge, PredictedAge, attention_share, cam_layers
+from agebench.report.cam_targets import (
+    CAM_METHODS,
+    MASK_COLUMN,
+    ExplainedAge,
+    PredictedAge,
+    attention_share,
+    cam_layers,
+)
 from agebench.runs import load_regressor, run_checkpoint
 
 GRID_PNG, ATTENTION_JSON = "gradcam.png", "attention.json"
@@ -84,6 +92,7 @@ class Explanation:
     run: Run
     faces: list[Face]
     layers: list[LayerMaps]
+    method: str = "gradcam"  # a key of CAM_METHODS
 
 
 def open_run(
@@ -181,14 +190,23 @@ def load_face(run: Run, index: int) -> Face:
     )
 
 
-def explain_model(model, images: torch.Tensor, name: str = "model") -> list[LayerMaps]:
-    """Grad-CAM maps ``[N, H, W]`` of the predicted age on each target layer of the model's backbone."""
-    from pytorch_grad_cam import GradCAM
+def _cam_class(method: str):
+    from pytorch_grad_cam import GradCAM, HiResCAM
 
+    classes = {"gradcam": GradCAM, "hirescam": HiResCAM}
+    if method not in classes:
+        raise UserError(f"--method {method!r}: choose one of {', '.join(CAM_METHODS)}")
+    return classes[method]
+
+
+def explain_model(model, images: torch.Tensor, name: str = "model", method: str = "gradcam") -> list[LayerMaps]:
+    """CAM maps ``[N, H, W]`` (``method``: a key of :data:`CAM_METHODS`) of the predicted age on each target
+    layer of the model's backbone."""
+    cam_class = _cam_class(method)
     module_names = {id(m): n for n, m in model.named_modules()}
     results = []
     for layer in cam_layers(model.backbone, tuple(images.shape[-2:]), name):
-        cam = GradCAM(ExplainedAge(model), [layer.module], reshape_transform=layer.reshape)
+        cam = cam_class(ExplainedAge(model), [layer.module], reshape_transform=layer.reshape)
         maps, preds = [], []
         try:  # not `with`: GradCAM's __exit__ swallows IndexErrors
             with torch.enable_grad():
@@ -212,6 +230,7 @@ def attention_entries(exp: Explanation) -> list[dict[str, Any]]:
             "dataset": exp.run.dataset,
             "layer": lm.layer,
             "label": lm.label,
+            "method": exp.method,
             **attention_share(lm.maps, masks),
         }
         for lm in exp.layers
@@ -225,8 +244,16 @@ def _title(run: Run, names: list[str]) -> str:
     return run.model_name
 
 
+_PANEL = 180  # pixels per face panel in gradcam.png (64 px inputs shown about 3x)
+_GAP, _TITLE = 8, 34  # pixels between panels, and above each row for its titles (three lines at 7 pt)
+
+
 def render_grid(explanations: list[Explanation], path: Path) -> None:
-    """Rows = faces, columns = input then one overlay per (model, layer); the same faces in every column."""
+    """Rows = faces, columns = input then one overlay per (model, layer); the same faces in every column.
+
+    The panels are pasted into one image and drawn as a single ``imshow`` with text on top: one axes per panel
+    (hundreds of them) made the grid most of `make bench`'s explain step."""
+    import cv2
     from matplotlib.figure import Figure
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
@@ -235,29 +262,40 @@ def render_grid(explanations: list[Explanation], path: Path) -> None:
     columns = [(e, lm) for e in explanations for lm in e.layers]
     names = [e.run.model_name for e in explanations]
     titles = {id(e): _title(e.run, names) for e in explanations}
-    # Fixed margins, not constrained layout: laying out hundreds of small axes took most of `make bench`'s
-    # explain step (10 of 16 s); the only tall titles are the first row's (model, layer, prediction: 3 lines).
-    height = 2.0 * len(rows) + 0.9
-    fig = Figure(figsize=(1.9 * (1 + len(columns)), height))
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.85 / height, wspace=0.08, hspace=0.2)
+    head = 3 * _TITLE // 2  # the first row's titles have three lines (model, layer, prediction)
+    width = (1 + len(columns)) * (_PANEL + _GAP) + _GAP
+    height = head + len(rows) * (_PANEL + _TITLE) - _TITLE + _GAP
+    canvas = np.ones((height, width, 3), np.float32)
+    texts: list[tuple[int, int, str]] = []  # (x centre, y bottom, text) in canvas pixels
+
+    def paste(r: int, c: int, rgb: np.ndarray, text: str) -> None:
+        x, y = _GAP + c * (_PANEL + _GAP), head + r * (_PANEL + _TITLE)
+        canvas[y : y + _PANEL, x : x + _PANEL] = cv2.resize(rgb, (_PANEL, _PANEL), interpolation=cv2.INTER_LINEAR)
+        texts.append((x + _PANEL // 2, y - 3, text))
+
     for r, i in enumerate(rows):
-        ax = fig.add_subplot(len(rows), 1 + len(columns), r * (1 + len(columns)) + 1)
-        ax.imshow(first[i].display)
-        ax.set_title(("input\n" if r == 0 else "") + f"true {first[i].age:g}", fontsize=8)
-        ax.axis("off")
-        for c, (exp, lm) in enumerate(columns, start=2):
-            ax = fig.add_subplot(len(rows), 1 + len(columns), r * (1 + len(columns)) + c)
-            ax.imshow(show_cam_on_image(exp.faces[i].display, lm.maps[i], use_rgb=True))
-            head = f"{titles[id(exp)]}\n{lm.label}\n" if r == 0 else ""
+        paste(r, 0, first[i].display, ("input\n" if r == 0 else "") + f"true {first[i].age:g}")
+        for c, (exp, lm) in enumerate(columns, start=1):
+            overlay = show_cam_on_image(exp.faces[i].display, lm.maps[i], use_rgb=True).astype(np.float32) / 255
+            label = f"{titles[id(exp)]}\n{lm.label}\n" if r == 0 else ""
             flat = " [flat]" if not lm.maps[i].max() > 0 else ""  # nothing raises the prediction
-            ax.set_title(f"{head}pred {lm.preds[i]:.1f} (true {exp.faces[i].age:g}){flat}", fontsize=7)
-            ax.axis("off")
-    fig.suptitle("Grad-CAM of the predicted age (red: raises the prediction)", fontsize=9, y=1 - 0.08 / height)
+            paste(r, c, overlay, f"{label}pred {lm.preds[i]:.1f} (true {exp.faces[i].age:g}){flat}")
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, (height + 24) / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, height / (height + 24)))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    for x, y, text in texts:
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7, linespacing=1.1)
+    method = CAM_METHODS[explanations[0].method]
+    fig.suptitle(f"{method} of the predicted age (red: raises the prediction)", fontsize=9, y=1 - 4 / (height + 24))
     with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100, metadata={"Software": None})
+        fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
 
 
-def explain_run(run: Run, paths: list[str], device: str = "cpu") -> Explanation:
+def explain_run(run: Run, paths: list[str], device: str = "cpu", method: str = "gradcam") -> Explanation:
     index = {r.path: i for i, r in enumerate(run.data.records)}
     missing = [p for p in paths if p not in index]
     if missing:
@@ -267,7 +305,8 @@ def explain_run(run: Run, paths: list[str], device: str = "cpu") -> Explanation:
         )
     faces = [load_face(run, index[p]) for p in paths]
     model = run.model.to(device)
-    return Explanation(run, faces, explain_model(model, torch.stack([f.image for f in faces]), run.model_name))
+    maps = explain_model(model, torch.stack([f.image for f in faces]), run.model_name, method)
+    return Explanation(run, faces, maps, method)
 
 
 def _write(explanations: list[Explanation], out: Path) -> list[Path]:
@@ -281,8 +320,12 @@ def _write(explanations: list[Explanation], out: Path) -> list[Path]:
     return written
 
 
-def explain(runs: list[Run], n: int = 8, out: str | Path | None = None, device: str = "cpu") -> list[Path]:
-    """Explain ``runs`` on the same ``n`` test faces; returns the files written (see the module docstring)."""
+def explain(
+    runs: list[Run], n: int = 8, out: str | Path | None = None, device: str = "cpu", method: str = "gradcam"
+) -> list[Path]:
+    """Explain ``runs`` on the same ``n`` test faces with ``method`` (a key of :data:`CAM_METHODS`); returns the
+    files written (see the module docstring)."""
+    _cam_class(method)
     if not runs:
         raise UserError("nothing to explain: give --run or --checkpoint")
     if n < 1:
@@ -291,7 +334,7 @@ def explain(runs: list[Run], n: int = 8, out: str | Path | None = None, device: 
         raise UserError("--out is required with several runs or with --checkpoint")
     first = runs[0].data.records
     paths = [first[i].path for i in pick_faces(first, n)]
-    explanations = [explain_run(run, paths, device) for run in runs]
+    explanations = [explain_run(run, paths, device, method) for run in runs]
     if len(runs) == 1:
         return _write(explanations, Path(out) if out is not None else runs[0].run_dir / "explain")
     written = [p for e in explanations if e.run.run_dir is not None for p in _write([e], e.run.run_dir / "explain")]

@@ -282,6 +282,13 @@ def _sources(cells: list[Cell]) -> list[str]:
 ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "eyes", "mouth", "any")
 
 
+def _cam_label(entry: dict[str, Any]) -> str:
+    """The explained layer, and the CAM method when it is not Grad-CAM (``agebench explain --method``)."""
+    label = str(entry.get("label", entry.get("layer", "")))
+    method = entry.get("method", "gradcam")
+    return label if method == "gradcam" else f"{label} ({method})"
+
+
 def _attention_table(cells: list[Cell]) -> list[str]:
     """Share of Grad-CAM mass in the synthetic set's age-cue regions, next to what a constant map gets."""
     rows = [(c, e) for c in cells for e in c.attention()]
@@ -313,7 +320,7 @@ def _attention_table(cells: list[Cell]) -> list[str]:
         )
         out.append(
             f"<tr><td>{escape(cell.dataset)}</td><td>{escape(cell.model)}</td><td>{cell.seed}</td>"
-            f"<td>{escape(str(entry.get('label', entry.get('layer', ''))))}</td>"
+            f"<td>{escape(_cam_label(entry))}</td>"
             f"<td>{escape(str(entry.get('n_images', '')))}</td>{values}</tr>"
         )
     return out + ["</tbody></table>"]
