@@ -13,7 +13,7 @@ PAPER_DRY_OUT ?= $(RESULTS)/paper-dry
 PAPER_DRY_DATA ?= data/synth-dry
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser test test-all test-cluster lint format bench bench-cross bench-assurance synth synth-bench paper-dry-run clean
+.PHONY: help install browser test test-all test-cluster lint format bench bench-occlusion bench-cross bench-assurance synth synth-bench paper-dry-run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,13 @@ synth-bench: ## the benchmark's synthetic set (10,000 face chips, half the subje
 bench: synth-bench ## train the 4 small models (hybrid, its trunk alone, ConvNeXt, ViT) on the synthetic set, explain them, write the leaderboard to $(RESULTS)/
 	$(BIN)/agebench bench --config experiments/bench.yaml --out $(RESULTS)
 	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n $(EXPLAIN_N) --out $(RESULTS)/explain
+	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
+
+# Occlusion (one forward pass per window position) maps every model the same way at input resolution, where
+# Grad-CAM's grid is each architecture's own (ConvNeXt 2x2 at 64 px); --control scores each untrained twin too.
+bench-occlusion: ## occlusion maps of `make bench`'s run, untrained controls beside them (about 5 min on 2 cores) -> $(RESULTS)/explain/occlusion.png
+	@ls -d $(RESULTS)/synth/*/seed* >/dev/null 2>&1 || { echo "make bench-occlusion: no bench run in $(RESULTS)/synth: run make bench first" >&2; exit 1; }
+	$(BIN)/agebench explain $$(for run in $(RESULTS)/synth/*/seed*; do printf -- '--run %s ' "$$run"; done) --n $(EXPLAIN_N) --out $(RESULTS)/explain --method occlusion --control --no-failures
 	$(BIN)/agebench leaderboard $(RESULTS) --format all --out $(RESULTS)
 
 bench-assurance: synth-bench ## planted disparity: bench's convnext-atto on the bench set and on it with dark skin drawn 8 years older (test only) -> $(RESULTS)-assurance/

@@ -1,3 +1,3 @@
 """agebench: reproducible facial age estimation benchmarks."""
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"

@@ -30,10 +30,28 @@ def load_regressor(ckpt: Path):
     hp = dict(state.get("hyper_parameters") or {})
     if "model_config" not in hp or "state_dict" not in state:
         raise UserError(f"{ckpt}: not an agebench checkpoint (no model_config in its hyper-parameters)")
-    accepted = inspect.signature(AgeRegressor.__init__).parameters
-    model = AgeRegressor(**{k: v for k, v in hp.items() if k in accepted and k not in ("backbone", "head")})
+    model = _rebuilt(AgeRegressor, hp)
     model.load_state_dict(state["state_dict"])
     return model.eval()
+
+
+def _rebuilt(cls, hp: dict[str, Any]):
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in hp.items() if k in accepted and k not in ("backbone", "head")})
+
+
+def untrained_like(model, seed: int = 0):
+    """``model``'s architecture and head at a fresh initialisation (``seed``; no pretrained weights), in eval mode.
+
+    The control of the model-parameter randomisation test (Adebayo et al., NeurIPS 2018, "Sanity Checks for
+    Saliency Maps"): an attribution that looks the same on the untrained network shows the architecture or the
+    image, not what training learned. The head keeps the run's age normalisation, so it predicts plausible ages.
+    """
+    from agebench.models import AgeRegressor
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _rebuilt(AgeRegressor, dict(model.hparams)).eval()
 
 
 def run_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -254,7 +254,7 @@ def test_hirescam_equals_gradcam_where_the_head_averages_the_map_and_differs_bef
             assert np.abs(grad.maps - hires.maps).max() > 0.1, "class-token ViT: the two maps should differ"
         else:
             np.testing.assert_allclose(grad.maps, hires.maps, atol=1e-4, err_msg=name)
-    with pytest.raises(UserError, match="gradcam, hirescam"):
+    with pytest.raises(UserError, match="gradcam, hirescam, occlusion"):
         explain.explain_model(model, images, "vit-tiny", method="scorecam")
 
 
@@ -352,12 +352,77 @@ def test_cli_method_hirescam_is_recorded_and_printed(runs, tmp_path, capsys):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert [parser.parse_args(["--method", m]).method for m in cam_targets.CAM_METHODS] == list(cam_targets.CAM_METHODS)
+    assert [parser.parse_args(["--method", m]).method for m in cam_targets.METHODS] == list(cam_targets.METHODS)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--method", "scorecam"])
     out = tmp_path / "hires"
     argv = ["explain", "--run", str(runs["vit-tiny"]), "--n", "2", "--no-failures", "--method", "hirescam"]
     assert main([*argv, "--out", str(out)]) == 0
     assert "of HiResCAM mass in age-cue regions" in capsys.readouterr().out
     assert [e["method"] for e in json.loads((out / "attention.json").read_text())] == ["hirescam"]
+
+
+def test_cli_occlusion_joins_attention_json_and_keeps_grad_cam_entries(runs, tmp_path, capsys):
+    """Occlusion writes occlusion.png and adds its own entries; Grad-CAM's, from an earlier run, stay."""
+    out = tmp_path / "occ"
+    base = ["explain", "--run", str(runs["convnext-atto"]), "--run", str(runs["vit-tiny"]), "--n", "2"]
+    assert main([*base, "--no-failures", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--no-failures", "--out", str(out), "--method", "occlusion", "--window", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("of occlusion mass in age-cue regions") == 2 and "Grad-CAM mass" not in printed
+    assert (out / "occlusion.png").stat().st_size > 0 and (out / "gradcam.png").is_file()
+    entries = json.loads((out / "attention.json").read_text())
+    assert [(e["model"], e["method"], e["label"]) for e in entries] == [
+        ("convnext-atto", "gradcam", "last stage"),
+        ("vit-tiny", "gradcam", "last block"),
+        ("convnext-atto", "occlusion", "input (occlusion 16 px, stride 8)"),
+        ("vit-tiny", "occlusion", "input (occlusion 16 px, stride 8)"),
+    ]
+    assert all(e["layer"] == "input" and e["n_images"] + e["n_flat"] == 2 for e in entries[2:])
+    assert main([*base, "--no-failures", "--out", str(out), "--method", "occlusion"]) == 0  # replaces its own
+    entries = json.loads((out / "attention.json").read_text())
+    assert [e["label"] for e in entries if e["method"] == "occlusion"] == ["input (occlusion 8 px, stride 4)"] * 2
+    assert main([*base, "--out", str(out), "--window", "8"]) == 2
+    assert "--method occlusion" in capsys.readouterr().err
+    assert main([*base, "--out", str(out), "--method", "occlusion", "--window", "80"]) == 2
+    assert "window 80" in capsys.readouterr().err
+
+
+def test_control_scores_the_untrained_twin_next_to_the_trained_model(runs, tmp_path, capsys):
+    from agebench.runs import untrained_like
+
+    run = explain.load_run(runs["convnext-atto"])
+    state = torch.random.get_rng_state()
+    twin, again = untrained_like(run.model), untrained_like(run.model)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random stream is untouched
+    trained, fresh, fresh2 = (dict(m.state_dict()) for m in (run.model, twin, again))
+    assert trained.keys() == fresh.keys() and all(torch.equal(fresh[k], fresh2[k]) for k in fresh)
+    assert not torch.equal(trained["backbone.model.stem.0.weight"], fresh["backbone.model.stem.0.weight"])
+    assert torch.equal(trained["head.age_mean"], fresh["head.age_mean"])  # the run's age normalisation kept
+    out = tmp_path / "control"
+    argv = ["explain", "--run", str(runs["convnext-atto"]), "--n", "3", "--no-failures", "--control"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "convnext-atto (untrained) [last stage]:" in printed and "points over its untrained twin" in printed
+    entries = json.loads((out / "attention.json").read_text())
+    assert [(e["label"], e.get("control")) for e in entries] == [("last stage", None), ("last stage", "untrained")]
+    trained, untrained = entries
+    assert trained["share"] != untrained["share"] and "vs_control" not in untrained
+    vs = trained["vs_control"]
+    if vs["n_images"] == 3:  # no flat map: the paired mean is the difference of the two means
+        assert vs["difference"]["any"] == pytest.approx(trained["share"]["any"] - untrained["share"]["any"], abs=1e-5)
+    lo, hi = vs["difference_ci"]["any"]
+    assert lo <= vs["difference"]["any"] <= hi
+
+
+def test_occlusion_predictions_are_the_runs_own(runs):
+    run = explain.load_run(runs["hybrid-atto"])
+    paths = [run.data.records[i].path for i in explain.pick_faces(run.data.records, N_FACES)]
+    (lm,) = explain.explain_run(run, paths, method="occlusion", window=16, stride=16).layers
+    assert lm.maps.shape == (len(paths), SIZE, SIZE) and 0 <= lm.maps.min() and lm.maps.max() <= 1
+    stored = {r["path"]: float(r["pred"]) for r in csv.DictReader(open(runs["hybrid-atto"] / "predictions.csv"))}
+    np.testing.assert_allclose(lm.preds, [stored[p] for p in paths], atol=1e-3)
 
 
 def test_cli_missing_run_is_a_one_line_error(tmp_path, capsys):
@@ -413,3 +478,23 @@ def test_small_images_are_explained_at_the_deepest_stage_with_a_spatial_map():
     assert (layer.label, layer.grid) == ("last stage", (2, 2))
     hybrid, _ = build_model("hybrid-atto", img_size=48)
     assert [lm.label for lm in cam_layers(hybrid, 48)] == ["encoder (last layer)", "trunk (stage 3 of 4)"]
+
+
+def test_control_difference_pairs_images_and_resolves_a_real_shift():
+    """Trained maps on the region, untrained maps off it: the paired difference is the full shift, resolved."""
+    rng = np.random.default_rng(0)
+    mask = region_mask()
+    masks = [mask] * 12
+    forehead = (mask & FOREHEAD) > 0
+    trained = rng.uniform(0, 0.1, (12, SIZE, SIZE)).astype(np.float32)
+    trained[:, forehead] += 1
+    untrained = rng.uniform(0, 1, (12, SIZE, SIZE)).astype(np.float32)
+    untrained[0] = 0  # flat in the control: that image is left out of the pairs
+    vs = cam_targets.control_difference(trained, untrained, masks)
+    assert vs["n_images"] == 11
+    a = cam_targets.attention_share(trained[1:], masks[1:])
+    b = cam_targets.attention_share(untrained[1:], masks[1:])
+    assert vs["difference"]["forehead"] == pytest.approx(a["share"]["forehead"] - b["share"]["forehead"], abs=1e-5)
+    assert vs["difference_ci"]["forehead"][0] > 0.5 and vs["difference_ci"]["mouth"][1] < 0
+    same = cam_targets.control_difference(trained, trained, masks)
+    assert same["difference"]["any"] == 0 and same["difference_ci"]["any"] == [0, 0]

@@ -317,11 +317,20 @@ def test_html_shows_attention_shares_next_to_the_uniform_baseline(results: Path,
     (explain / "attention.json").write_text(json.dumps([{**entry, "method": "hirescam"}]))
     build_leaderboard(results, tmp_path / "page.html")
     assert "<td>encoder (hirescam)</td>" in (tmp_path / "page.html").read_text()
+    occluded = {**entry, "method": "occlusion", "label": "input (occlusion 8 px, stride 4)"}
+    (explain / "attention.json").write_text(json.dumps([occluded]))
+    build_leaderboard(results, tmp_path / "page.html")
+    assert "<td>input (occlusion 8 px, stride 4)</td>" in (tmp_path / "page.html").read_text()  # named once
     (results / "explain").mkdir()
-    (results / "explain" / "gradcam.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for name in ("gradcam.png", "occlusion.png"):
+        (results / "explain" / name).write_bytes(b"\x89PNG\r\n\x1a\n")
     build_leaderboard(results, tmp_path / "site" / "page.html")
     html = (tmp_path / "site" / "page.html").read_text()
     assert 'side by side: <a href="../RESULTS/explain/gradcam.png">' in html
+    assert (
+        '<p>Occlusion of the models on the same test faces, side by side: <a href="../RESULTS/explain/occlusion.png">'
+        in html
+    )
 
 
 def test_output_is_byte_identical_across_runs(results: Path, tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
-"""Grad-CAM heat maps of the predicted age and a failure report for finished runs.
+"""Grad-CAM (or occlusion) maps of the predicted age and a failure report for finished runs.
 
 `agebench explain --run RESULTS/<dataset>/<model>/seed<k>` writes <run>/explain/gradcam.png (the same test faces,
 youngest to oldest, under each explained layer), <run>/explain/attention.json when the manifest has region masks
 (`agebench synth --masks`), and <run>/failure_report.md (worst cases, MAE by age group beside the training ages).
 Several --run options put the same faces side by side in --out. `--checkpoint CKPT --manifest CSV --out DIR`
 explains a checkpoint outside a result folder (no failure report: there are no predictions to read).
+`--method occlusion` maps every architecture the same way, on the input (occlusion.png; its entries join
+attention.json's).
 """
 
 from __future__ import annotations
@@ -34,10 +36,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--method",
-        choices=("gradcam", "hirescam"),
+        choices=("gradcam", "hirescam", "occlusion"),  # agebench.report.cam_targets.METHODS (kept torch-free here)
         default="gradcam",
-        help="gradcam (default) or hirescam: gradient x activation per position, equal to Grad-CAM where the head "
-        "averages the map, and a check of its maps elsewhere (class-token ViTs, a hybrid's trunk)",
+        help="gradcam (default); hirescam: gradient x activation per position, equal to Grad-CAM where the head "
+        "averages the map, and a check of its maps elsewhere (class-token ViTs, a hybrid's trunk); occlusion: how "
+        "much the predicted age drops where a window of the input is blurred, the same for every architecture "
+        "and at input resolution (one forward pass per window position: slower)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="occlusion window in input pixels (default an eighth of the image side: 8 at 64 px)",
+    )
+    p.add_argument(
+        "--stride", type=int, default=None, metavar="PX", help="occlusion stride in pixels (default half the window)"
+    )
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also score each model's architecture untrained (fresh initialisation, seed 0): what the method "
+        "finds without training (Adebayo et al. 2018's randomisation test); twice the time",
     )
     p.add_argument("--device", default="cpu", help="torch device for Grad-CAM, e.g. cpu or cuda (default cpu)")
     group = p.add_mutually_exclusive_group()
@@ -56,6 +76,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--out is required with several runs or with --checkpoint")
     if args.n < 1 or args.worst < 1:
         raise UserError(f"--n {args.n} / --worst {args.worst}: must be at least 1")
+    if args.method != "occlusion" and (args.window is not None or args.stride is not None):
+        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
+    for flag, value in (("--window", args.window), ("--stride", args.stride)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1 pixel")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,11 +124,21 @@ def run(args: argparse.Namespace) -> int:
         from agebench.report.cam_targets import format_attention
         from agebench.report.explain import ATTENTION_JSON, explain
 
-        files = explain(runs, n=args.n, out=args.out, device=args.device, method=args.method)
+        files = explain(
+            runs,
+            n=args.n,
+            out=args.out,
+            device=args.device,
+            method=args.method,
+            window=args.window,
+            stride=args.stride,
+            control=args.control,
+        )
         written += files
         # With several runs the last attention.json is the comparison's, holding every model's entries.
         for f in [f for f in files if f.name == ATTENTION_JSON][-1:]:
-            for line in format_attention(json.loads(f.read_text(encoding="utf-8"))):
+            entries = json.loads(f.read_text(encoding="utf-8"))
+            for line in format_attention([e for e in entries if e.get("method", "gradcam") == args.method]):
                 print(line)
     for path in written:
         print(f"wrote {path}")

@@ -140,6 +140,9 @@ def _averages_patch_tokens(vit: nn.Module) -> bool:
 # ViT's last block, a trunk map that a per-token norm or an encoder separates from the pool) Grad-CAM's averaged
 # weights lose how much each position mattered, so comparing the two tells a reader whether a map is robust.
 CAM_METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
+# Every attribution explain offers: the CAMs, and occlusion (agebench.report.occlusion), which hooks no layer and
+# maps every architecture at the same input resolution.
+METHODS: dict[str, str] = {**CAM_METHODS, "occlusion": "occlusion"}
 
 
 MIN_CAM_GRID = 2  # a stage whose map is 1x1 can only give a uniform heat map
@@ -210,6 +213,28 @@ def region_masks(mask: np.ndarray) -> dict[str, np.ndarray]:
 SHARE_RESAMPLES = 2000
 
 
+def image_shares(maps: np.ndarray, masks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image share of map mass and area share for each key of ``[*REGIONS, "any"]``: ``(shares [n, k],
+    areas [n, k], lit [N])``, over the ``n`` images that have a mask and a map with mass (``lit`` marks them)."""
+    keys = [*REGIONS, "any"]
+    shares, areas, lit = [], [], np.zeros(len(maps), bool)
+    for i, (cam, mask) in enumerate(zip(maps, masks, strict=True)):
+        total = float(cam.sum())
+        if mask is None or not total > 0:
+            continue
+        lit[i] = True
+        regions = region_masks(mask)
+        shares.append([float(cam[regions[k]].sum()) / total for k in keys])
+        areas.append([float(regions[k].mean()) for k in keys])
+    return np.array(shares).reshape(-1, len(keys)), np.array(areas).reshape(-1, len(keys)), lit
+
+
+def _intervals(values: np.ndarray, level: float) -> np.ndarray:
+    """BCa bootstrap intervals ``[2, m]`` of the means of ``values`` ``[n, m]``, images as the resampling unit."""
+    iv = bootstrap_interval([cluster_sums(values)], SHARE_RESAMPLES, level, np.random.default_rng(0))
+    return np.stack([iv.low, iv.high])
+
+
 def attention_share(maps: np.ndarray, masks: list[np.ndarray | None], level: float = 0.95) -> dict[str, Any]:
     """Mean share of map mass per region, and the regions' mean area share (a constant map's score).
 
@@ -219,40 +244,53 @@ def attention_share(maps: np.ndarray, masks: list[np.ndarray | None], level: flo
     subject are treated as exchangeable; a few per subject). Needs at least 2 non-flat images.
     """
     keys = [*REGIONS, "any"]
-    share: dict[str, list[float]] = {k: [] for k in keys}
-    area: dict[str, list[float]] = {k: [] for k in keys}
-    n_flat = 0
-    for cam, mask in zip(maps, masks, strict=True):
-        if mask is None:
-            continue
-        total = float(cam.sum())
-        if not total > 0:
-            n_flat += 1
-            continue
-        for key, region in region_masks(mask).items():
-            share[key].append(float(cam[region].sum()) / total)
-            area[key].append(float(region.mean()))
+    shares, areas, lit = image_shares(maps, masks)
+    has_mask = np.array([m is not None for m in masks], bool)
 
-    def mean(values: list[float]) -> float | None:
-        return round(float(np.mean(values)), 6) if values else None
+    def means(values: np.ndarray) -> dict[str, float | None]:
+        return {k: round(float(values[:, j].mean()), 6) if len(values) else None for j, k in enumerate(keys)}
 
     out: dict[str, Any] = {
-        "n_images": len(share["any"]),
-        "n_flat": n_flat,
-        "share": {k: mean(v) for k, v in share.items()},
-        "uniform_baseline": {k: mean(v) for k, v in area.items()},
+        "n_images": len(shares),
+        "n_flat": int((has_mask & ~lit).sum()),
+        "share": means(shares),
+        "uniform_baseline": means(areas),
         "share_ci": {k: None for k in keys},
         "excess_ci": {k: None for k in keys},
         "ci_level": level,
     }
-    if len(share["any"]) >= 2:
-        s_arr = np.array([share[k] for k in keys]).T
-        values = np.concatenate([s_arr, s_arr - np.array([area[k] for k in keys]).T], axis=1)
-        iv = bootstrap_interval([cluster_sums(values)], SHARE_RESAMPLES, level, np.random.default_rng(0))
+    if len(shares) >= 2:
+        iv = _intervals(np.concatenate([shares, shares - areas], axis=1), level)
         m = len(keys)
         for j, k in enumerate(keys):
-            out["share_ci"][k] = [round(float(iv.low[j]), 6), round(float(iv.high[j]), 6)]
-            out["excess_ci"][k] = [round(float(iv.low[m + j]), 6), round(float(iv.high[m + j]), 6)]
+            out["share_ci"][k] = [round(float(iv[0, j]), 6), round(float(iv[1, j]), 6)]
+            out["excess_ci"][k] = [round(float(iv[0, m + j]), 6), round(float(iv[1, m + j]), 6)]
+    return out
+
+
+def control_difference(
+    maps: np.ndarray, control: np.ndarray, masks: list[np.ndarray | None], level: float = 0.95
+) -> dict[str, Any]:
+    """Trained minus untrained share per region, paired by image: the model-randomisation test's effect size.
+
+    The mean over the images where both maps carry mass of share(trained) - share(untrained twin), with a BCa
+    bootstrap interval (images resampled, as in :func:`attention_share`). Above 0 at ``level``: training moved the
+    map's mass into the region beyond what the architecture and the image alone put there (Adebayo et al. 2018).
+    """
+    keys = [*REGIONS, "any"]
+    both = image_shares(maps, masks)[2] & image_shares(control, masks)[2]
+    trained = image_shares(maps[both], [m for m, b in zip(masks, both, strict=True) if b])[0]
+    untrained = image_shares(control[both], [m for m, b in zip(masks, both, strict=True) if b])[0]
+    diff = trained - untrained
+    out: dict[str, Any] = {
+        "n_images": len(diff),
+        "difference": {k: round(float(diff[:, j].mean()), 6) if len(diff) else None for j, k in enumerate(keys)},
+        "difference_ci": {k: None for k in keys},
+        "ci_level": level,
+    }
+    if len(diff) >= 2:
+        iv = _intervals(diff, level)
+        out["difference_ci"] = {k: [round(float(iv[0, j]), 6), round(float(iv[1, j]), 6)] for j, k in enumerate(keys)}
     return out
 
 
@@ -273,12 +311,23 @@ def format_attention(entries: list[dict[str, Any]]) -> list[str]:
         verdict = "above" if ci[0] > 0 else "below" if ci[1] < 0 else "not resolved from"
         return f"; {verdict} uniform, excess CI [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points"
 
+    def control(e: dict[str, Any]) -> str:
+        vs = e.get("vs_control") or {}
+        ci = (vs.get("difference_ci") or {}).get("any")
+        if not ci:
+            return ""
+        diff = 100 * vs["difference"]["any"]
+        return f"; {diff:+.1f} points over its untrained twin [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
     def method(e: dict[str, Any]) -> str:  # entries written before agebench 0.9 have no "method": Grad-CAM
-        return CAM_METHODS.get(e.get("method", "gradcam"), str(e.get("method")))
+        return METHODS.get(e.get("method", "gradcam"), str(e.get("method")))
+
+    def who(e: dict[str, Any]) -> str:
+        return f"{e['model']} ({e['control']})" if e.get("control") else e["model"]
 
     return [
-        f"{e['model']} [{e['label']}]: {pct(e['share']['any'])}{interval(e)} of {method(e)} mass in age-cue regions "
+        f"{who(e)} [{e['label']}]: {pct(e['share']['any'])}{interval(e)} of {method(e)} mass in age-cue regions "
         f"(uniform map: {pct(e['uniform_baseline']['any'])}; n={e['n_images']}, flat {e.get('n_flat', 0)}"
-        f"{excess(e)})"
+        f"{excess(e)}{control(e)})"
         for e in entries
     ]

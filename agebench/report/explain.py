@@ -1,14 +1,21 @@
-"""Grad-CAM for finished runs: heat maps of what raises the predicted age, and how much of it lands on age cues.
+"""Grad-CAM and occlusion for finished runs: maps of what raises the predicted age, and how much lands on age cues.
 
 For each run the same test faces (chosen by :func:`pick_faces`, spread from youngest to oldest) go through the
 run's own eval transform and Grad-CAM (pytorch_grad_cam) on the layers of :mod:`agebench.report.cam_targets`
-(``method="hirescam"``: HiResCAM instead, see ``cam_targets.CAM_METHODS``). Written to the explain folder
-(``<cell>/explain/`` by default):
+(``method="hirescam"``: HiResCAM instead, see ``cam_targets.CAM_METHODS``), or (``method="occlusion"``) through
+occlusion sensitivity on the input, the same instrument at the same resolution for every architecture (see
+:mod:`agebench.report.occlusion`). Written to the explain folder (``<cell>/explain/`` by default):
 
-* ``gradcam.png``: rows = faces, columns = the input, then one overlay per model and layer (true and predicted
-  age in the titles). Given several runs, each run's folder gets its own grid and ``--out`` gets the comparison.
+* ``gradcam.png`` (``hirescam.png``, ``occlusion.png``): rows = faces, columns = the input, then one overlay per
+  model and layer (true and predicted age in the titles). Given several runs, each run's folder gets its own grid
+  and ``--out`` gets the comparison.
 * ``attention.json`` (only when the manifest has the synthetic generator's ``mask`` column): a JSON *list*, one
-  entry per explained layer (the hybrid has two: encoder and trunk), each::
+  entry per explained layer and method (the hybrid has two Grad-CAM layers: encoder and trunk; occlusion has
+  one, ``input``); a run with another method replaces that method's entries and keeps the others'. With
+  ``--control`` each layer also gets an entry ``"control": "untrained"``: the same map of the run's architecture
+  at a fresh initialisation, the score an attribution reaches without training, and the trained entry gains
+  ``vs_control`` (``difference`` and ``difference_ci`` per region: trained - untrained share, paired by image).
+  Each::
 
       {"model": "hybrid-atto", "dataset": "synth", "layer": "backbone.norm",
        "label": "encoder (output)", "method": "gradcam", "n_images": 8, "n_flat": 0,
@@ -19,15 +26,16 @@ run's own eval transform and Grad-CAM (pytorch_grad_cam) on the layers of :mod:`
   ``share`` is the fraction of Grad-CAM mass inside each age-cue region (``any``: their union), averaged over the
   explained images; ``uniform_baseline`` is what a constant map scores, i.e. the regions' share of the image area
   on the same images. Masks pass through the very same eval transform as the images (albumentations applies its
-  geometric steps to masks with nearest-neighbour interpolation). Shares are taken on pytorch_grad_cam's maps as
-  shown (ReLU-ed, then min-max scaled per image). ``n_flat`` counts images whose map is zero
-  everywhere (no region raises the predicted age): they carry no mass to share and are left out of ``n_images``.
+  geometric steps to masks with nearest-neighbour interpolation). Shares are taken on the maps as shown
+  (Grad-CAM's: ReLU-ed, then min-max scaled per image; occlusion's: ReLU-ed, divided by the maximum).
+  ``n_flat`` counts images whose map is zero everywhere (no region raises the predicted age): they carry no mass
+  to share and are left out of ``n_images``.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +48,13 @@ from agebench.data.datamodule import AgeDataModule, FaceAgeDataset
 from agebench.data.manifest import Manifest, Record
 from agebench.errors import UserError
 from agebench.report.cam_targets import (
-    CAM_METHODS,
     MASK_COLUMN,
+    METHODS,
     ExplainedAge,
     PredictedAge,
     attention_share,
     cam_layers,
+    control_difference,
 )
 from agebench.runs import load_regressor, run_checkpoint
 
@@ -92,7 +101,8 @@ class Explanation:
     run: Run
     faces: list[Face]
     layers: list[LayerMaps]
-    method: str = "gradcam"  # a key of CAM_METHODS
+    method: str = "gradcam"  # a key of METHODS
+    controls: list[LayerMaps] = field(default_factory=list)  # the same maps of the untrained network (--control)
 
 
 def open_run(
@@ -190,18 +200,46 @@ def load_face(run: Run, index: int) -> Face:
     )
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+
+
 def _cam_class(method: str):
     from pytorch_grad_cam import GradCAM, HiResCAM
 
-    classes = {"gradcam": GradCAM, "hirescam": HiResCAM}
-    if method not in classes:
-        raise UserError(f"--method {method!r}: choose one of {', '.join(CAM_METHODS)}")
-    return classes[method]
+    _check_method(method)
+    return {"gradcam": GradCAM, "hirescam": HiResCAM}[method]
 
 
-def explain_model(model, images: torch.Tensor, name: str = "model", method: str = "gradcam") -> list[LayerMaps]:
-    """CAM maps ``[N, H, W]`` (``method``: a key of :data:`CAM_METHODS`) of the predicted age on each target
-    layer of the model's backbone."""
+def _occlusion(model, images: torch.Tensor, window: int | None, stride: int | None, name: str) -> list[LayerMaps]:
+    """One input-resolution map per image (see :mod:`agebench.report.occlusion`), labelled with its window."""
+    from agebench.report.occlusion import occlusion_maps, resolve_window
+
+    window, stride = resolve_window(tuple(images.shape[-2:]), window, stride)
+    device = next(model.parameters()).device
+    images = images.to(device)
+    maps = occlusion_maps(model.explained_age, images, window, stride, progress=f"occlusion {name}")
+    with torch.no_grad():
+        preds = np.concatenate([model(c).float().cpu().reshape(-1).numpy() for c in images.split(_CAM_BATCH)])
+    return [LayerMaps(f"input (occlusion {window} px, stride {stride})", "input", maps, preds)]
+
+
+def explain_model(
+    model,
+    images: torch.Tensor,
+    name: str = "model",
+    method: str = "gradcam",
+    window: int | None = None,
+    stride: int | None = None,
+) -> list[LayerMaps]:
+    """Maps ``[N, H, W]`` of the predicted age (``method``: a key of :data:`METHODS`): a CAM on each target layer
+    of the model's backbone, or one occlusion map on the input (``window``/``stride`` in pixels, occlusion only)."""
+    _check_method(method)
+    if method == "occlusion":
+        return _occlusion(model, images, window, stride, name)
+    if window is not None or stride is not None:
+        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
     cam_class = _cam_class(method)
     module_names = {id(m): n for n, m in model.named_modules()}
     results = []
@@ -223,18 +261,22 @@ def explain_model(model, images: torch.Tensor, name: str = "model", method: str 
 
 
 def attention_entries(exp: Explanation) -> list[dict[str, Any]]:
+    """One attention.json entry per explained layer. With an untrained control (``--control``) its entries carry
+    ``"control": "untrained"``, and each trained layer's entry gains ``vs_control``: the paired trained - untrained
+    difference of its shares (:func:`~agebench.report.cam_targets.control_difference`)."""
     masks = [f.mask for f in exp.faces]
-    return [
-        {
-            "model": exp.run.model_name,
-            "dataset": exp.run.dataset,
-            "layer": lm.layer,
-            "label": lm.label,
-            "method": exp.method,
-            **attention_share(lm.maps, masks),
-        }
-        for lm in exp.layers
-    ]
+    twins = {lm.label: lm for lm in exp.controls}
+
+    def entry(lm: LayerMaps, **extra: Any) -> dict[str, Any]:
+        base = {"model": exp.run.model_name, "dataset": exp.run.dataset, "layer": lm.layer, "label": lm.label}
+        return {**base, "method": exp.method, **extra, **attention_share(lm.maps, masks)}
+
+    entries = []
+    for lm in exp.layers:
+        twin = twins.get(lm.label)
+        vs = {"vs_control": control_difference(lm.maps, twin.maps, masks)} if twin is not None else {}
+        entries.append(entry(lm, **vs))
+    return entries + [entry(lm, control="untrained") for lm in exp.controls]
 
 
 def _title(run: Run, names: list[str]) -> str:
@@ -289,13 +331,24 @@ def render_grid(explanations: list[Explanation], path: Path) -> None:
     ax.axis("off")
     for x, y, text in texts:
         ax.text(x, y, text, ha="center", va="bottom", fontsize=7, linespacing=1.1)
-    method = CAM_METHODS[explanations[0].method]
-    fig.suptitle(f"{method} of the predicted age (red: raises the prediction)", fontsize=9, y=1 - 4 / (height + 24))
+    method = explanations[0].method
+    what = "Occlusion sensitivity (a blurred window)" if method == "occlusion" else METHODS[method]
+    fig.suptitle(f"{what} of the predicted age (red: raises the prediction)", fontsize=9, y=1 - 4 / (height + 24))
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
 
 
-def explain_run(run: Run, paths: list[str], device: str = "cpu", method: str = "gradcam") -> Explanation:
+def explain_run(
+    run: Run,
+    paths: list[str],
+    device: str = "cpu",
+    method: str = "gradcam",
+    window: int | None = None,
+    stride: int | None = None,
+    control: bool = False,
+) -> Explanation:
+    """Maps of ``run`` on its test images ``paths``; with ``control``, also of its untrained twin
+    (:func:`agebench.runs.untrained_like`), scored in attention.json but not drawn."""
     index = {r.path: i for i, r in enumerate(run.data.records)}
     missing = [p for p in paths if p not in index]
     if missing:
@@ -304,28 +357,62 @@ def explain_run(run: Run, paths: list[str], device: str = "cpu", method: str = "
             "compare runs of one data set"
         )
     faces = [load_face(run, index[p]) for p in paths]
-    model = run.model.to(device)
-    maps = explain_model(model, torch.stack([f.image for f in faces]), run.model_name, method)
-    return Explanation(run, faces, maps, method)
+    images = torch.stack([f.image for f in faces])
+    maps = explain_model(run.model.to(device), images, run.model_name, method, window, stride)
+    controls = []
+    if control:
+        from agebench.runs import untrained_like
+
+        twin = untrained_like(run.model).to(device)
+        controls = explain_model(twin, images, f"{run.model_name} (untrained)", method, window, stride)
+    return Explanation(run, faces, maps, method, controls)
+
+
+def grid_png(method: str) -> str:
+    """The figure's name: ``gradcam.png`` for Grad-CAM (as before agebench 0.11), ``<method>.png`` otherwise."""
+    return GRID_PNG if method == "gradcam" else f"{method}.png"
 
 
 def _write(explanations: list[Explanation], out: Path) -> list[Path]:
+    """The grid, and attention.json with this method's entries replaced (other methods' entries are kept)."""
     out.mkdir(parents=True, exist_ok=True)
-    render_grid(explanations, out / GRID_PNG)
-    written = [out / GRID_PNG]
+    method = explanations[0].method
+    render_grid(explanations, out / grid_png(method))
+    written = [out / grid_png(method)]
     entries = [e for exp in explanations if exp.run.has_masks for e in attention_entries(exp)]
     if entries:
-        write_json(out / ATTENTION_JSON, entries)
+        kept = [e for e in _read_entries(out / ATTENTION_JSON) if e.get("method", "gradcam") != method]
+        write_json(out / ATTENTION_JSON, kept + entries)
         written.append(out / ATTENTION_JSON)
     return written
 
 
+def _read_entries(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 def explain(
-    runs: list[Run], n: int = 8, out: str | Path | None = None, device: str = "cpu", method: str = "gradcam"
+    runs: list[Run],
+    n: int = 8,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    method: str = "gradcam",
+    window: int | None = None,
+    stride: int | None = None,
+    control: bool = False,
 ) -> list[Path]:
-    """Explain ``runs`` on the same ``n`` test faces with ``method`` (a key of :data:`CAM_METHODS`); returns the
-    files written (see the module docstring)."""
-    _cam_class(method)
+    """Explain ``runs`` on the same ``n`` test faces with ``method`` (a key of :data:`METHODS`; ``window`` and
+    ``stride``: occlusion's, in pixels; ``control``: score each run's untrained twin too); returns the files
+    written (see the module docstring)."""
+    _check_method(method)
+    if method != "occlusion" and (window is not None or stride is not None):
+        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
     if not runs:
         raise UserError("nothing to explain: give --run or --checkpoint")
     if n < 1:
@@ -334,7 +421,7 @@ def explain(
         raise UserError("--out is required with several runs or with --checkpoint")
     first = runs[0].data.records
     paths = [first[i].path for i in pick_faces(first, n)]
-    explanations = [explain_run(run, paths, device, method) for run in runs]
+    explanations = [explain_run(run, paths, device, method, window, stride, control) for run in runs]
     if len(runs) == 1:
         return _write(explanations, Path(out) if out is not None else runs[0].run_dir / "explain")
     written = [p for e in explanations if e.run.run_dir is not None for p in _write([e], e.run.run_dir / "explain")]

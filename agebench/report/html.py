@@ -283,14 +283,16 @@ ATTENTION_REGIONS = ("forehead", "eye_corners", "nasolabial", "hair", "eyes", "m
 
 
 def _cam_label(entry: dict[str, Any]) -> str:
-    """The explained layer, and the CAM method when it is not Grad-CAM (``agebench explain --method``)."""
+    """The explained layer, and the method when it is not Grad-CAM (``agebench explain --method``) and the label
+    does not already name it (occlusion's label is ``input (occlusion 8 px, stride 4)``)."""
     label = str(entry.get("label", entry.get("layer", "")))
-    method = entry.get("method", "gradcam")
-    return label if method == "gradcam" else f"{label} ({method})"
+    method = str(entry.get("method", "gradcam"))
+    label = label if method == "gradcam" or method in label else f"{label} ({method})"
+    return f"{label}, {entry['control']} control" if entry.get("control") else label
 
 
 def _attention_table(cells: list[Cell]) -> list[str]:
-    """Share of Grad-CAM mass in the synthetic set's age-cue regions, next to what a constant map gets."""
+    """Share of Grad-CAM (or occlusion) mass in the synthetic set's age-cue regions, next to a constant map's."""
     rows = [(c, e) for c in cells for e in c.attention()]
     if not rows:
         return []
@@ -300,7 +302,8 @@ def _attention_table(cells: list[Cell]) -> list[str]:
 
     out = [
         "<h2>Where the models look (Grad-CAM attention share)</h2>",
-        "<p>Share of Grad-CAM mass inside the regions where the synthetic generator draws age cues, averaged "
+        "<p>Share of Grad-CAM mass (or of the method named after the layer) inside the regions where the "
+        "synthetic generator draws age cues, averaged "
         "over the explained test faces, with its 95% bootstrap interval over the images; in round brackets, the "
         "share a constant (uniform) map would get, i.e. the regions' area. A model that uses the cues scores "
         "above its round bracket.</p>",
@@ -484,11 +487,12 @@ def render_html(
     parts += _sources(cells)
     parts += _attention_table(cells)
     # `agebench explain --run A --run B ... --out RESULTS/explain` (as `make bench` runs it): the comparison grid.
-    for grid in sorted({c.path.parents[2] / "explain" / "gradcam.png" for c in cells}):
+    names = {"gradcam.png": "Grad-CAM", "hirescam.png": "HiResCAM", "occlusion.png": "Occlusion"}
+    for grid in sorted({c.path.parents[2] / "explain" / name for c in cells for name in names}):
         if grid.is_file():
             parts.append(
-                f'<p>Grad-CAM of the models on the same test faces, side by side: <a href="{_link(grid, base)}">'
-                f"{escape(grid.parent.name)}/{escape(grid.name)}</a>.</p>"
+                f"<p>{names[grid.name]} of the models on the same test faces, side by side: "
+                f'<a href="{_link(grid, base)}">{escape(grid.parent.name)}/{escape(grid.name)}</a>.</p>'
             )
     if analysis is not None:
         parts += _statistics(analysis, pngs)
