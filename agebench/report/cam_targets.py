@@ -278,10 +278,9 @@ def control_difference(
     map's mass into the region beyond what the architecture and the image alone put there (Adebayo et al. 2018).
     """
     keys = [*REGIONS, "any"]
-    both = image_shares(maps, masks)[2] & image_shares(control, masks)[2]
-    trained = image_shares(maps[both], [m for m, b in zip(masks, both, strict=True) if b])[0]
-    untrained = image_shares(control[both], [m for m, b in zip(masks, both, strict=True) if b])[0]
-    diff = trained - untrained
+    both = [i for i, m in enumerate(masks) if m is not None and maps[i].sum() > 0 and control[i].sum() > 0]
+    paired = [masks[i] for i in both]
+    diff = image_shares(maps[both], paired)[0] - image_shares(control[both], paired)[0]
     out: dict[str, Any] = {
         "n_images": len(diff),
         "difference": {k: round(float(diff[:, j].mean()), 6) if len(diff) else None for j, k in enumerate(keys)},
