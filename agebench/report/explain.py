@@ -35,6 +35,7 @@ occlusion sensitivity on the input, the same instrument at the same resolution f
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,15 +201,17 @@ def load_face(run: Run, index: int) -> Face:
     )
 
 
-def _check_method(method: str) -> None:
+def _check_method(method: str, window: int | None = None, stride: int | None = None) -> None:
+    """A known method, and an occlusion window only with occlusion."""
     if method not in METHODS:
         raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if method != "occlusion" and (window is not None or stride is not None):
+        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
 
 
 def _cam_class(method: str):
     from pytorch_grad_cam import GradCAM, HiResCAM
 
-    _check_method(method)
     return {"gradcam": GradCAM, "hirescam": HiResCAM}[method]
 
 
@@ -235,11 +238,9 @@ def explain_model(
 ) -> list[LayerMaps]:
     """Maps ``[N, H, W]`` of the predicted age (``method``: a key of :data:`METHODS`): a CAM on each target layer
     of the model's backbone, or one occlusion map on the input (``window``/``stride`` in pixels, occlusion only)."""
-    _check_method(method)
+    _check_method(method, window, stride)
     if method == "occlusion":
         return _occlusion(model, images, window, stride, name)
-    if window is not None or stride is not None:
-        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
     cam_class = _cam_class(method)
     module_names = {id(m): n for n, m in model.named_modules()}
     results = []
@@ -388,8 +389,7 @@ def _write(explanations: list[Explanation], out: Path) -> list[Path]:
 
 
 def _read_entries(path: Path) -> list[dict[str, Any]]:
-    import json
-
+    """The entries of an existing attention.json; none where it is missing or unreadable (it is rewritten)."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -410,9 +410,7 @@ def explain(
     """Explain ``runs`` on the same ``n`` test faces with ``method`` (a key of :data:`METHODS`; ``window`` and
     ``stride``: occlusion's, in pixels; ``control``: score each run's untrained twin too); returns the files
     written (see the module docstring)."""
-    _check_method(method)
-    if method != "occlusion" and (window is not None or stride is not None):
-        raise UserError("--window/--stride set the occlusion window: use them with --method occlusion")
+    _check_method(method, window, stride)
     if not runs:
         raise UserError("nothing to explain: give --run or --checkpoint")
     if n < 1:
